@@ -1,0 +1,487 @@
+// pybind11 module fastrnn._core: argument checks, array allocation and GIL release.
+// No math lives here; it is all in the cell kernels.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cells.hpp"
+#include "gemm.hpp"
+
+namespace py = pybind11;
+using namespace fastrnn;
+
+namespace {
+
+// ---------------------------------------------------------------- checks
+
+std::string shape_str(const std::vector<idx>& shape) {
+    std::ostringstream s;
+    s << "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        s << (i ? ", " : "") << shape[i];
+    }
+    s << (shape.size() == 1 ? ",)" : ")");
+    return s.str();
+}
+
+std::vector<idx> shape_of(const py::array& a) {
+    return std::vector<idx>(a.shape(), a.shape() + a.ndim());
+}
+
+std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
+
+// Any array-like (array, list, scalar) as an ndarray, without changing its dtype.
+py::array as_array(py::handle obj, const std::string& name) {
+    if (obj.is_none()) {
+        throw py::type_error(name + " must be an array, got None");
+    }
+    if (py::isinstance<py::array>(obj)) {
+        return py::reinterpret_borrow<py::array>(obj);
+    }
+    py::object arr;
+    try {
+        arr = py::module_::import("numpy").attr("asarray")(obj);
+    } catch (py::error_already_set&) {
+        throw py::type_error(name + " must be an array, got " + type_name(obj));
+    }
+    return py::reinterpret_borrow<py::array>(arr);
+}
+
+bool is_float_dtype(const py::array& a) {
+    const int num = a.dtype().num();
+    return num == py::dtype::of<float>().num() || num == py::dtype::of<double>().num();
+}
+
+std::string dtype_str(const py::array& a) { return py::str(a.dtype()); }
+
+idx checked_product(const std::vector<idx>& dims) {
+    idx p = 1;
+    for (idx d : dims) {
+        if (d != 0 && p > INT64_MAX / d) {
+            throw py::value_error("array sizes overflow 64 bits: " + shape_str(dims));
+        }
+        p *= d;
+    }
+    return p;
+}
+
+// Checks that `arr` has `expected` shape; `symbols` spells it out, e.g. "(N, T, D)".
+void expect_shape(const py::array& arr, const std::string& name, const std::vector<idx>& expected,
+                  const std::string& symbols) {
+    if (arr.ndim() != py::ssize_t(expected.size())) {
+        throw py::value_error(name + " must be " + std::to_string(expected.size()) + "-D with shape " +
+                              symbols + " = " + shape_str(expected) + ", got a " +
+                              std::to_string(arr.ndim()) + "-D array of shape " + shape_str(shape_of(arr)));
+    }
+    if (shape_of(arr) != expected) {
+        throw py::value_error(name + " must have shape " + symbols + " = " + shape_str(expected) +
+                              ", got " + shape_str(shape_of(arr)));
+    }
+}
+
+template <class T>
+using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+// The float arrays of one call: all must share the dtype of the first one checked.
+class FloatArgs {
+   public:
+    explicit FloatArgs(const py::array& first, const std::string& first_name)
+        : first_name_(first_name), dtype_(first.dtype()) {
+        if (!is_float_dtype(first)) {
+            throw py::type_error(first_name + " must be a float32 or float64 array, got dtype " +
+                                 dtype_str(first));
+        }
+        is_double_ = dtype_.num() == py::dtype::of<double>().num();
+    }
+
+    bool is_double() const { return is_double_; }
+
+    py::array take(py::handle obj, const std::string& name) const {
+        py::array a = as_array(obj, name);
+        if (!is_float_dtype(a) || a.dtype().num() != dtype_.num()) {
+            throw py::type_error(name + " has dtype " + dtype_str(a) + " but " + first_name_ +
+                                 " has " + py::str(dtype_).cast<std::string>() +
+                                 "; all arrays of one call must share a float dtype (no silent cast)");
+        }
+        return a;
+    }
+
+    // A C-contiguous version (a copy only when needed; never a dtype change).
+    template <class T>
+    static CArray<T> contiguous(const py::array& a) {
+        return CArray<T>::ensure(a);
+    }
+
+   private:
+    std::string first_name_;
+    py::dtype dtype_;
+    bool is_double_ = false;
+};
+
+// ---------------------------------------------------------------- cells
+
+struct CellSpec {
+    std::string name;
+    idx gates;      // G
+    idx ws_width;   // workspace width in units of H
+    bool has_c;     // LSTM
+    bool has_bh;    // GRU
+};
+
+CellSpec cell_spec(const std::string& cell) {
+    if (cell == "rnn") return {"rnn", 1, RNN_WS, false, false};
+    if (cell == "lstm") return {"lstm", 4, LSTM_WS, true, false};
+    if (cell == "gru") return {"gru", 3, GRU_WS, false, true};
+    throw py::value_error("cell must be 'rnn', 'lstm' or 'gru', got '" + cell + "'");
+}
+
+Activation parse_nonlinearity(py::handle obj) {
+    if (py::isinstance<py::str>(obj)) {
+        const std::string s = py::str(obj);
+        if (s == "tanh") return Activation::tanh;
+        if (s == "relu") return Activation::relu;
+    }
+    throw py::value_error("nonlinearity must be 'tanh' or 'relu', got " +
+                          py::repr(obj).cast<std::string>());
+}
+
+// What forward leaves for backward. Opaque to users.
+struct Cache {
+    CellSpec spec;
+    Activation act = Activation::tanh;
+    bool reset_after = true;
+    bool step = false;  // from a *_step_forward call
+    bool is_double = false;
+    Dims dims{};
+    py::array x, h0, c0, Wx, Wh, h, ws;
+    std::optional<py::array_t<std::int64_t>> lengths;
+
+    std::string repr() const {
+        std::ostringstream s;
+        s << "<fastrnn " << (step ? "step " : "") << "cache: " << spec.name << " "
+          << (is_double ? "float64" : "float32") << " N=" << dims.N << " T=" << dims.T
+          << " D=" << dims.D << " H=" << dims.H << ">";
+        return s.str();
+    }
+};
+
+template <class T>
+const T* ptr(const py::array& a) {
+    return static_cast<const T*>(a.data());
+}
+template <class T>
+T* mut(py::array& a) {
+    return static_cast<T*>(a.mutable_data());
+}
+
+template <class T>
+py::array empty(const std::vector<idx>& shape) {
+    checked_product(shape);
+    return py::array_t<T>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+template <class T>
+py::array zeros(const std::vector<idx>& shape) {
+    py::array a = empty<T>(shape);
+    std::fill(mut<T>(a), mut<T>(a) + a.size(), T(0));
+    return a;
+}
+
+struct ForwardInputs {
+    CellSpec spec;
+    Activation act;
+    bool reset_after;
+    bool step;
+    const char* x_symbols;  // "(N, T, D)" or "(N, D)"
+    py::array x;            // always seen as (N, T, D)
+    py::object h0, c0, Wx, Wh, b, bh, lengths;
+    std::string h0_name, c0_name;
+};
+
+template <class T>
+py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
+    const CellSpec& spec = in.spec;
+    const idx N = in.x.shape(0), Tn = in.x.shape(1), D = in.x.shape(2);
+
+    py::array Wh = args.take(in.Wh, "Wh");
+    if (Wh.ndim() != 2) {
+        throw py::value_error("Wh must be 2-D with shape (H, " + std::to_string(spec.gates) +
+                              "*H), got a " + std::to_string(Wh.ndim()) + "-D array of shape " +
+                              shape_str(shape_of(Wh)));
+    }
+    const idx H = Wh.shape(0);
+    const idx GH = spec.gates * H;
+    const std::string G = spec.gates == 1 ? "H" : std::to_string(spec.gates) + "*H";
+    expect_shape(Wh, "Wh", {H, GH}, "(H, " + G + ")");
+    py::array Wx = args.take(in.Wx, "Wx");
+    expect_shape(Wx, "Wx", {D, GH}, "(D, " + G + ")");
+    py::array b = args.take(in.b, "b");
+    expect_shape(b, "b", {GH}, "(" + G + ",)");
+    py::array bh;
+    if (spec.has_bh) {
+        bh = args.take(in.bh, "bh");
+        expect_shape(bh, "bh", {GH}, "(" + G + ",)");
+    }
+    py::array h0, c0;
+    if (in.h0.is_none()) {
+        h0 = zeros<T>({N, H});
+    } else {
+        h0 = args.take(in.h0, in.h0_name);
+        expect_shape(h0, in.h0_name, {N, H}, "(N, H)");
+    }
+    if (spec.has_c) {
+        if (in.c0.is_none()) {
+            c0 = zeros<T>({N, H});
+        } else {
+            c0 = args.take(in.c0, in.c0_name);
+            expect_shape(c0, in.c0_name, {N, H}, "(N, H)");
+        }
+    }
+    std::optional<py::array_t<std::int64_t>> lengths;
+    if (!in.lengths.is_none()) {
+        py::array raw = as_array(in.lengths, "lengths");
+        const char kind = raw.dtype().kind();
+        if (kind != 'i' && kind != 'u') {
+            throw py::type_error("lengths must be an integer array, got dtype " + dtype_str(raw));
+        }
+        expect_shape(raw, "lengths", {N}, "(N,)");
+        // A private copy: later changes to the caller's array cannot reach the cache.
+        lengths = py::array_t<std::int64_t>(py::module_::import("numpy").attr("array")(raw, "int64"));
+        const std::int64_t* l = lengths->data();
+        for (idx n = 0; n < N; ++n) {
+            if (l[n] < 0 || l[n] > Tn) {
+                throw py::value_error("lengths must lie in [0, T] = [0, " + std::to_string(Tn) +
+                                      "], got lengths[" + std::to_string(n) + "] = " + std::to_string(l[n]));
+            }
+        }
+    }
+
+    auto cache = std::make_unique<Cache>();
+    cache->spec = spec;
+    cache->act = in.act;
+    cache->reset_after = in.reset_after;
+    cache->step = in.step;
+    cache->is_double = std::is_same<T, double>::value;
+    cache->dims = {N, Tn, D, H};
+    cache->x = FloatArgs::contiguous<T>(in.x);
+    cache->h0 = FloatArgs::contiguous<T>(h0);
+    cache->Wx = FloatArgs::contiguous<T>(Wx);
+    cache->Wh = FloatArgs::contiguous<T>(Wh);
+    if (spec.has_c) cache->c0 = FloatArgs::contiguous<T>(c0);
+    cache->lengths = lengths;
+    py::array bc = FloatArgs::contiguous<T>(b);
+    py::array bhc = spec.has_bh ? py::array(FloatArgs::contiguous<T>(bh)) : py::array();
+
+    cache->h = empty<T>({N, Tn, H});
+    cache->ws = empty<T>({N, Tn, spec.ws_width * H});
+    py::array hT = empty<T>({N, H});
+    py::array cT = spec.has_c ? empty<T>({N, H}) : py::array();
+
+    ForwardArgs<T> a{};
+    a.dims = cache->dims;
+    a.lengths.len = lengths ? lengths->data() : nullptr;
+    a.x = ptr<T>(cache->x);
+    a.h0 = ptr<T>(cache->h0);
+    a.c0 = spec.has_c ? ptr<T>(cache->c0) : nullptr;
+    a.Wx = ptr<T>(cache->Wx);
+    a.Wh = ptr<T>(cache->Wh);
+    a.b = ptr<T>(bc);
+    a.bh = spec.has_bh ? ptr<T>(bhc) : nullptr;
+    a.h = mut<T>(cache->h);
+    a.ws = mut<T>(cache->ws);
+    a.hT = mut<T>(hT);
+    a.cT = spec.has_c ? mut<T>(cT) : nullptr;
+    {
+        py::gil_scoped_release release;
+        if (spec.name == "rnn") rnn_forward(a, in.act);
+        else if (spec.name == "lstm") lstm_forward(a);
+        else gru_forward(a, in.reset_after);
+    }
+    py::array h = cache->h;
+    return py::make_tuple(h, hT, spec.has_c ? py::object(cT) : py::none(), py::cast(std::move(cache)));
+}
+
+template <class T>
+py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::object dcT_obj,
+                       const std::string& dh_name, const std::string& dhT_name,
+                       const std::string& dcT_name) {
+    const Dims d = c.dims;
+    const idx GH = c.spec.gates * d.H;
+    const FloatArgs args(c.x, "the forward input x");
+    py::array dh, dhT, dcT;
+    if (!dh_obj.is_none()) {
+        dh = FloatArgs::contiguous<T>(args.take(dh_obj, dh_name));
+        expect_shape(dh, dh_name, {d.N, d.T, d.H}, "(N, T, H)");
+    }
+    if (!dhT_obj.is_none()) {
+        dhT = args.take(dhT_obj, dhT_name);
+        expect_shape(dhT, dhT_name, {d.N, d.H}, "(N, H)");
+        dhT = FloatArgs::contiguous<T>(dhT);
+    }
+    if (!dcT_obj.is_none()) {
+        if (!c.spec.has_c) {
+            throw py::value_error(dcT_name + " is only defined for the LSTM, not for a " + c.spec.name);
+        }
+        dcT = args.take(dcT_obj, dcT_name);
+        expect_shape(dcT, dcT_name, {d.N, d.H}, "(N, H)");
+        dcT = FloatArgs::contiguous<T>(dcT);
+    }
+
+    py::array dx = empty<T>({d.N, d.T, d.D}), dh0 = empty<T>({d.N, d.H});
+    py::array dWx = empty<T>({d.D, GH}), dWh = empty<T>({d.H, GH}), db = empty<T>({GH});
+    py::array dc0 = c.spec.has_c ? empty<T>({d.N, d.H}) : py::array();
+    py::array dbh = c.spec.has_bh ? empty<T>({GH}) : py::array();
+
+    BackwardArgs<T> a{};
+    a.dims = d;
+    a.lengths.len = c.lengths ? c.lengths->data() : nullptr;
+    a.x = ptr<T>(c.x);
+    a.h0 = ptr<T>(c.h0);
+    a.c0 = c.spec.has_c ? ptr<T>(c.c0) : nullptr;
+    a.Wx = ptr<T>(c.Wx);
+    a.Wh = ptr<T>(c.Wh);
+    a.h = ptr<T>(c.h);
+    a.ws = ptr<T>(c.ws);
+    a.dh = dh ? ptr<T>(dh) : nullptr;
+    a.dhT = dhT ? ptr<T>(dhT) : nullptr;
+    a.dcT = dcT ? ptr<T>(dcT) : nullptr;
+    a.dx = mut<T>(dx);
+    a.dh0 = mut<T>(dh0);
+    a.dc0 = c.spec.has_c ? mut<T>(dc0) : nullptr;
+    a.dWx = mut<T>(dWx);
+    a.dWh = mut<T>(dWh);
+    a.db = mut<T>(db);
+    a.dbh = c.spec.has_bh ? mut<T>(dbh) : nullptr;
+    {
+        py::gil_scoped_release release;
+        if (c.spec.name == "rnn") rnn_backward(a, c.act);
+        else if (c.spec.name == "lstm") lstm_backward(a);
+        else gru_backward(a, c.reset_after);
+    }
+    auto opt = [](bool has, py::array& arr) { return has ? py::object(arr) : py::object(py::none()); };
+    return py::make_tuple(dx, dh0, opt(c.spec.has_c, dc0), dWx, dWh, db, opt(c.spec.has_bh, dbh));
+}
+
+py::tuple forward_dispatch(ForwardInputs in) {
+    const FloatArgs args(in.x, "x");
+    in.x = args.take(in.x, "x");
+    if (args.is_double()) return run_forward<double>(std::move(in), args);
+    return run_forward<float>(std::move(in), args);
+}
+
+Cache& expect_cache(py::handle obj, const std::string& cell, bool step) {
+    if (!py::isinstance<Cache>(obj)) {
+        throw py::type_error("cache must be the cache returned by a fastrnn " + cell +
+                             " forward call, got " + type_name(obj));
+    }
+    Cache& c = obj.cast<Cache&>();
+    if (c.spec.name != cell) {
+        throw py::type_error("cache comes from a " + c.spec.name + " forward call, but this is the " +
+                             cell + " backward");
+    }
+    if (step && c.dims.T != 1) {
+        throw py::value_error("cache comes from a sequence of T=" + std::to_string(c.dims.T) +
+                              " steps; a step backward needs the cache of a step forward");
+    }
+    return c;
+}
+
+// ---------------------------------------------------------------- entry points
+
+py::tuple sequence_forward(const std::string& cell, py::object x, py::object h0, py::object c0,
+                           py::object Wx, py::object Wh, py::object b, py::object bh,
+                           py::object lengths, py::object nonlinearity, bool reset_after) {
+    const CellSpec spec = cell_spec(cell);
+    ForwardInputs in{spec, Activation::tanh, reset_after, false, "(N, T, D)", {}, h0, c0, Wx, Wh, b, bh, lengths, "h0", "c0"};
+    if (spec.name == "rnn") in.act = parse_nonlinearity(nonlinearity);
+    in.x = as_array(x, "x");
+    if (in.x.ndim() != 3) {
+        throw py::value_error("x must be 3-D with shape (N, T, D), got a " + std::to_string(in.x.ndim()) +
+                              "-D array of shape " + shape_str(shape_of(in.x)));
+    }
+    return forward_dispatch(std::move(in));
+}
+
+py::tuple step_forward(const std::string& cell, py::object x, py::object prev_h, py::object prev_c,
+                       py::object Wx, py::object Wh, py::object b, py::object bh,
+                       py::object nonlinearity, bool reset_after) {
+    const CellSpec spec = cell_spec(cell);
+    ForwardInputs in{spec, Activation::tanh, reset_after, true, "(N, D)", {}, prev_h, prev_c, Wx, Wh, b, bh, py::none(), "prev_h", "prev_c"};
+    if (spec.name == "rnn") in.act = parse_nonlinearity(nonlinearity);
+    if (prev_h.is_none()) throw py::type_error("prev_h must be an array, got None");
+    if (spec.has_c && prev_c.is_none()) throw py::type_error("prev_c must be an array, got None");
+    py::array xa = as_array(x, "x");
+    if (xa.ndim() != 2) {
+        throw py::value_error("x must be 2-D with shape (N, D), got a " + std::to_string(xa.ndim()) +
+                              "-D array of shape " + shape_str(shape_of(xa)));
+    }
+    in.x = xa.attr("reshape")(xa.shape(0), 1, xa.shape(1));
+    return forward_dispatch(std::move(in));
+}
+
+py::tuple sequence_backward(py::object cache, const std::string& cell, py::object dh,
+                            py::object dhT, py::object dcT) {
+    Cache& c = expect_cache(cache, cell, false);
+    if (c.is_double) return run_backward<double>(c, dh, dhT, dcT, "dh", "dhT", "dcT");
+    return run_backward<float>(c, dh, dhT, dcT, "dh", "dhT", "dcT");
+}
+
+py::tuple step_backward(py::object cache, const std::string& cell, py::object dnext_h,
+                        py::object dnext_c) {
+    Cache& c = expect_cache(cache, cell, true);
+    if (dnext_h.is_none()) throw py::type_error("dnext_h must be an array, got None");
+    if (c.spec.has_c && dnext_c.is_none()) throw py::type_error("dnext_c must be an array, got None");
+    // h_t of a one-step forward is also its final state, so dnext_h enters as dhT.
+    py::tuple g = c.is_double ? run_backward<double>(c, py::none(), dnext_h, dnext_c, "dh", "dnext_h", "dnext_c")
+                              : run_backward<float>(c, py::none(), dnext_h, dnext_c, "dh", "dnext_h", "dnext_c");
+    py::object dx = g[0].attr("reshape")(c.dims.N, c.dims.D);
+    return py::make_tuple(dx, g[1], g[2], g[3], g[4], g[5], g[6]);
+}
+
+Isa parse_isa(const std::string& name) {
+    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
+        if (name == isa_name(isa)) return isa;
+    }
+    throw py::value_error("isa must be 'generic', 'avx2' or 'avx512', got '" + name + "'");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastrnn compiled kernels (private; use fastrnn.functional)";
+
+    py::class_<Cache>(m, "Cache", "What a forward pass keeps for its backward pass. Opaque.")
+        .def_property_readonly("cell", [](const Cache& c) { return c.spec.name; })
+        .def("__repr__", &Cache::repr);
+
+    m.def("sequence_forward", &sequence_forward, py::arg("cell"), py::arg("x"), py::arg("h0"),
+          py::arg("c0"), py::arg("Wx"), py::arg("Wh"), py::arg("b"), py::arg("bh"),
+          py::arg("lengths"), py::arg("nonlinearity"), py::arg("reset_after"),
+          "-> (h (N,T,H), hT (N,H), cT (N,H) or None, cache)");
+    m.def("step_forward", &step_forward, py::arg("cell"), py::arg("x"), py::arg("prev_h"),
+          py::arg("prev_c"), py::arg("Wx"), py::arg("Wh"), py::arg("b"), py::arg("bh"),
+          py::arg("nonlinearity"), py::arg("reset_after"),
+          "-> (h (N,1,H), next_h (N,H), next_c (N,H) or None, cache)");
+    m.def("sequence_backward", &sequence_backward, py::arg("cache"), py::arg("cell"), py::arg("dh"),
+          py::arg("dhT"), py::arg("dcT"), "-> (dx, dh0, dc0 or None, dWx, dWh, db, dbh or None)");
+    m.def("step_backward", &step_backward, py::arg("cache"), py::arg("cell"), py::arg("dnext_h"),
+          py::arg("dnext_c"), "-> (dx (N,D), dprev_h, dprev_c or None, dWx, dWh, db, dbh or None)");
+
+    m.def("get_num_threads", &num_threads, "Threads the kernels use.");
+    m.def("set_num_threads", &set_num_threads, py::arg("n"),
+          "Sets the kernels' thread count; n <= 0 restores the default (OMP_NUM_THREADS or all cores).");
+    m.def("isa", [] { return std::string(isa_name(active_isa())); }, "The micro-kernel in use.");
+    m.def("best_isa", [] { return std::string(isa_name(best_isa())); }, "The best one this CPU supports.");
+    m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); }, py::arg("name"),
+          "Selects a micro-kernel (clamped to best_isa()); for tests and benchmarks.");
+#ifdef _OPENMP
+    m.attr("openmp") = true;
+#else
+    m.attr("openmp") = false;
+#endif
+}

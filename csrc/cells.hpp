@@ -1,0 +1,81 @@
+// The sequence kernels of the three cells. Arrays are C-contiguous, batch-major:
+//   x (N,T,D)  h (N,T,H)  h0, c0, hT, cT (N,H)  Wx (D,G*H)  Wh (H,G*H)  b, bh (G*H,)
+// with G = 1 (RNN), 4 (LSTM, gates i,f,o,g) or 3 (GRU, gates r,z,n).
+// Argument checks happen in the bindings; these functions trust their inputs.
+#pragma once
+
+#include "common.hpp"
+
+namespace fastrnn {
+
+struct Dims {
+    idx N, T, D, H;
+};
+
+enum class Activation { tanh, relu };
+
+// What the forward pass of each cell keeps for backward, per (n, t), in units of H.
+//   RNN:  nothing beyond h
+//   LSTM: i, f, o, g (activated), c
+//   GRU:  r, z, n (activated), and h·Wh_n + bh_n (reset after) or r∘h (reset before)
+constexpr idx RNN_WS = 0, LSTM_WS = 5, GRU_WS = 4;
+
+template <class T>
+struct ForwardArgs {
+    Dims dims;
+    Lengths lengths;
+    const T* x;
+    const T* h0;
+    const T* c0;  // LSTM only
+    const T* Wx;
+    const T* Wh;
+    const T* b;
+    const T* bh;  // GRU only
+    T* h;         // out (N,T,H); exactly 0 where t >= length
+    T* ws;        // out (N,T,WS*H)
+    T* hT;        // out (N,H)
+    T* cT;        // out (N,H), LSTM only
+};
+
+template <class T>
+struct BackwardArgs {
+    Dims dims;
+    Lengths lengths;
+    // What forward saw and produced.
+    const T* x;
+    const T* h0;
+    const T* c0;
+    const T* Wx;
+    const T* Wh;
+    const T* h;
+    const T* ws;
+    // Upstream gradients; each may be null, meaning zeros.
+    const T* dh;   // (N,T,H)
+    const T* dhT;  // (N,H)
+    const T* dcT;  // (N,H), LSTM only
+    // Gradients out, all overwritten.
+    T* dx;
+    T* dh0;
+    T* dc0;  // LSTM only
+    T* dWx;
+    T* dWh;
+    T* db;
+    T* dbh;  // GRU only
+};
+
+template <class T>
+void rnn_forward(const ForwardArgs<T>& a, Activation act);
+template <class T>
+void rnn_backward(const BackwardArgs<T>& a, Activation act);
+
+template <class T>
+void lstm_forward(const ForwardArgs<T>& a);
+template <class T>
+void lstm_backward(const BackwardArgs<T>& a);
+
+template <class T>
+void gru_forward(const ForwardArgs<T>& a, bool reset_after);
+template <class T>
+void gru_backward(const BackwardArgs<T>& a, bool reset_after);
+
+}  // namespace fastrnn

@@ -1,0 +1,235 @@
+// Run-time instruction-set choice and the blocked, team-shared product loops.
+#include "gemm.hpp"
+
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+namespace fastrnn {
+
+namespace generic {
+extern const GemmIsa<float> gemm_f32;
+extern const GemmIsa<double> gemm_f64;
+}  // namespace generic
+#ifdef FASTRNN_HAVE_X86_SIMD
+namespace avx2 {
+extern const GemmIsa<float> gemm_f32;
+extern const GemmIsa<double> gemm_f64;
+}  // namespace avx2
+namespace avx512 {
+extern const GemmIsa<float> gemm_f32;
+extern const GemmIsa<double> gemm_f64;
+}  // namespace avx512
+#endif
+
+// ---------------------------------------------------------------- instruction set
+
+namespace {
+
+Isa detect_isa() {
+#ifdef FASTRNN_HAVE_X86_SIMD
+    __builtin_cpu_init();
+    // libgcc's checks include the OS's XSAVE support for the wider registers.
+    if (__builtin_cpu_supports("avx512f")) {
+        return Isa::avx512;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        return Isa::avx2;
+    }
+#endif
+    return Isa::generic;
+}
+
+Isa requested_isa() {
+    const Isa best = detect_isa();
+    const char* env = std::getenv("FASTRNN_ISA");
+    if (env == nullptr) {
+        return best;
+    }
+    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
+        if (std::strcmp(env, isa_name(isa)) == 0) {
+            return isa < best ? isa : best;
+        }
+    }
+    return best;
+}
+
+std::atomic<int> g_isa{int(requested_isa())};
+
+template <class T>
+const GemmIsa<T>& kernels_for(Isa isa);
+
+template <>
+const GemmIsa<float>& kernels_for<float>(Isa isa) {
+#ifdef FASTRNN_HAVE_X86_SIMD
+    if (isa == Isa::avx512) return avx512::gemm_f32;
+    if (isa == Isa::avx2) return avx2::gemm_f32;
+#endif
+    (void)isa;
+    return generic::gemm_f32;
+}
+
+template <>
+const GemmIsa<double>& kernels_for<double>(Isa isa) {
+#ifdef FASTRNN_HAVE_X86_SIMD
+    if (isa == Isa::avx512) return avx512::gemm_f64;
+    if (isa == Isa::avx2) return avx2::gemm_f64;
+#endif
+    (void)isa;
+    return generic::gemm_f64;
+}
+
+}  // namespace
+
+Isa best_isa() {
+    static const Isa best = detect_isa();
+    return best;
+}
+Isa active_isa() { return Isa(g_isa.load()); }
+void set_active_isa(Isa isa) { g_isa.store(int(isa < best_isa() ? isa : best_isa())); }
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "generic";
+    }
+}
+
+// ---------------------------------------------------------------- threads
+
+namespace {
+std::atomic<int> g_threads{0};  // 0: the OpenMP default
+}
+
+int num_threads() {
+    const int n = g_threads.load();
+    if (n > 0) {
+        return n;
+    }
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
+
+// ---------------------------------------------------------------- products
+
+namespace {
+
+// Block sizes: a KC x NR panel of B stays in L1, an MC x KC block of A in L2, and a
+// thread packs at most PANELS_PER_PACK panels of B at a time.
+constexpr idx KC = 256;
+constexpr idx MC = 120;
+constexpr idx PANELS_PER_PACK = 16;
+
+// This thread's rows [i0, i1) and panels [p0, p1). Threads split the panels; when there
+// are fewer panels than threads, they split the rows as well.
+struct Share {
+    idx i0, i1, p0, p1;
+};
+Share my_block(idx M, idx panels) {
+    const int size = team_size(), rank = team_rank();
+    int row_groups = 1;
+    if (panels < size) {
+        row_groups = int(size / (panels > 0 ? panels : 1));
+    }
+    const int col_groups = size / row_groups;
+    if (rank >= row_groups * col_groups) {
+        return {0, 0, 0, 0};
+    }
+    const Range rows = team_share(M, rank / col_groups, row_groups);
+    const Range cols = team_share(panels, rank % col_groups, col_groups);
+    return {rows.begin, rows.end, cols.begin, cols.end};
+}
+
+template <class T>
+void zero_block(T* C, idx ldc, idx i0, idx i1, idx j0, idx j1) {
+    for (idx i = i0; i < i1; ++i) {
+        for (idx j = j0; j < j1; ++j) {
+            C[i * ldc + j] = T(0);
+        }
+    }
+}
+
+template <class T>
+std::vector<T>& thread_pack_buffer(idx n) {
+    thread_local std::vector<T> buffer;
+    if (idx(buffer.size()) < n) {
+        buffer.resize(std::size_t(n));
+    }
+    return buffer;
+}
+
+}  // namespace
+
+template <class T>
+void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, idx ldc) {
+    const GemmIsa<T>& isa = kernels_for<T>(active_isa());
+    const idx panels = (N + isa.nr - 1) / isa.nr;
+    const Share s = my_block(M, panels);
+    if (K == 0 && !accumulate) {
+        zero_block(C, ldc, s.i0, s.i1, s.p0 * isa.nr, std::min(N, s.p1 * isa.nr));
+    }
+    if (s.i0 < s.i1 && K > 0) {
+        T* packed = thread_pack_buffer<T>(KC * PANELS_PER_PACK * isa.nr).data();
+        for (idx p0 = s.p0; p0 < s.p1; p0 += PANELS_PER_PACK) {
+            const idx p1 = std::min(s.p1, p0 + PANELS_PER_PACK);
+            for (idx k0 = 0; k0 < K; k0 += KC) {
+                const idx kc = std::min(KC, K - k0);
+                isa.pack(B, N, k0, kc, p0, p1, packed);
+                for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
+                    const idx i1 = std::min(s.i1, i0 + MC);
+                    isa.compute(A, i0, i1, k0, kc, packed, p0, p1, N, accumulate || k0 > 0, C, ldc);
+                }
+            }
+        }
+    }
+    team_barrier();
+}
+
+// Layout: K blocks of KC rows; inside a block, every panel's kc x nr values in turn.
+template <class T>
+PackedB<T> pack_b(idx K, idx N, MatRef<T> B) {
+    PackedB<T> out;
+    out.K = K;
+    out.N = N;
+    out.isa = active_isa();
+    const GemmIsa<T>& isa = kernels_for<T>(out.isa);
+    const idx panels = (N + isa.nr - 1) / isa.nr;
+    out.data = Buffer<T>(K * panels * isa.nr);
+    for (idx k0 = 0; k0 < K; k0 += KC) {
+        isa.pack(B, N, k0, std::min(KC, K - k0), 0, panels, out.data.data() + k0 * panels * isa.nr);
+    }
+    return out;
+}
+
+template <class T>
+void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc) {
+    const GemmIsa<T>& isa = kernels_for<T>(B.isa);
+    const idx N = B.N, K = B.K;
+    const idx panels = (N + isa.nr - 1) / isa.nr;
+    const Share s = my_block(M, panels);
+    if (K == 0 && !accumulate) {
+        zero_block(C, ldc, s.i0, s.i1, s.p0 * isa.nr, std::min(N, s.p1 * isa.nr));
+    }
+    if (s.i0 < s.i1) {
+        for (idx k0 = 0; k0 < K; k0 += KC) {
+            const idx kc = std::min(KC, K - k0);
+            const T* block = B.data.data() + k0 * panels * isa.nr + s.p0 * kc * isa.nr;
+            isa.compute(A, s.i0, s.i1, k0, kc, block, s.p0, s.p1, N, accumulate || k0 > 0, C, ldc);
+        }
+    }
+    team_barrier();
+}
+
+template void gemm<float>(idx, idx, idx, MatRef<float>, MatRef<float>, bool, float*, idx);
+template void gemm<double>(idx, idx, idx, MatRef<double>, MatRef<double>, bool, double*, idx);
+template PackedB<float> pack_b<float>(idx, idx, MatRef<float>);
+template PackedB<double> pack_b<double>(idx, idx, MatRef<double>);
+template void gemm<float>(idx, MatRef<float>, const PackedB<float>&, bool, float*, idx);
+template void gemm<double>(idx, MatRef<double>, const PackedB<double>&, bool, double*, idx);
+
+}  // namespace fastrnn

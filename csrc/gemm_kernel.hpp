@@ -1,0 +1,110 @@
+// The register-blocked micro-kernel and panel packing, written once over a vector type V.
+// Each instruction-set file defines V (its register type, width and tile height) and
+// FASTRNN_ISA_NS, then includes this file, so every instantiation has its own name and
+// code built for one instruction set never leaks into another.
+//
+// V must provide: T, R (register), W (lanes), MR (tile rows), zero(), load(p), bcast(x),
+// fma(a, b, c) = a*b + c, store(p, r).
+//
+// A micro-tile is MR rows x 2W columns of C held in 2*MR registers. Per k it loads two
+// vectors of the packed B panel and broadcasts one element of A per row.
+
+namespace fastrnn {
+namespace FASTRNN_ISA_NS {
+
+template <class V>
+struct Kernel {
+    using T = typename V::T;
+    using R = typename V::R;
+    static constexpr int W = V::W;
+    static constexpr int NR = 2 * V::W;
+    static constexpr int MR = V::MR;
+
+    static idx min_idx(idx a, idx b) { return a < b ? a : b; }
+
+    static void pack(MatRef<T> B, idx N, idx k0, idx kc, idx p0, idx p1, T* dst) {
+        for (idx p = p0; p < p1; ++p) {
+            const idx j0 = p * NR;
+            const idx nv = min_idx(NR, N - j0);
+            for (idx k = 0; k < kc; ++k) {
+                const T* src = B.p + (k0 + k) * B.rs + j0 * B.cs;
+                idx j = 0;
+                for (; j < nv; ++j) {
+                    dst[j] = src[j * B.cs];
+                }
+                for (; j < NR; ++j) {
+                    dst[j] = T(0);
+                }
+                dst += NR;
+            }
+        }
+    }
+
+    // C (M x nv, row stride ldc) (+)= a (M x kc, strides ars/acs) * b (kc x NR, packed).
+    template <int M>
+    static void tile(idx kc, const T* a, idx ars, idx acs, const T* b, T* c, idx ldc,
+                     bool accumulate, idx nv) {
+        R lo[M], hi[M];
+        for (int r = 0; r < M; ++r) {
+            lo[r] = V::zero();
+            hi[r] = V::zero();
+        }
+        for (idx k = 0; k < kc; ++k) {
+            const R b0 = V::load(b);
+            const R b1 = V::load(b + W);
+            b += NR;
+            for (int r = 0; r < M; ++r) {
+                const R ar = V::bcast(a[r * ars + k * acs]);
+                lo[r] = V::fma(ar, b0, lo[r]);
+                hi[r] = V::fma(ar, b1, hi[r]);
+            }
+        }
+        alignas(64) T out[NR];
+        for (int r = 0; r < M; ++r) {
+            V::store(out, lo[r]);
+            V::store(out + W, hi[r]);
+            T* cr = c + r * ldc;
+            if (accumulate) {
+                for (idx j = 0; j < nv; ++j) {
+                    cr[j] += out[j];
+                }
+            } else {
+                for (idx j = 0; j < nv; ++j) {
+                    cr[j] = out[j];
+                }
+            }
+        }
+    }
+
+    // Picks the tile height m (1..MR) at run time; only the last row block is short.
+    template <int M>
+    static void tile_rows(int m, idx kc, const T* a, idx ars, idx acs, const T* b, T* c,
+                          idx ldc, bool accumulate, idx nv) {
+        if constexpr (M > 0) {
+            if (m == M) {
+                tile<M>(kc, a, ars, acs, b, c, ldc, accumulate, nv);
+            } else {
+                tile_rows<M - 1>(m, kc, a, ars, acs, b, c, ldc, accumulate, nv);
+            }
+        }
+    }
+
+    static void compute(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* panels, idx p0,
+                        idx p1, idx N, bool accumulate, T* C, idx ldc) {
+        for (idx p = p0; p < p1; ++p) {
+            const T* b = panels + (p - p0) * kc * NR;
+            const idx j0 = p * NR;
+            const idx nv = min_idx(NR, N - j0);
+            for (idx i = i0; i < i1; i += MR) {
+                const int m = int(min_idx(MR, i1 - i));
+                const T* a = A.p + i * A.rs + k0 * A.cs;
+                tile_rows<MR>(m, kc, a, A.rs, A.cs, b, C + i * ldc + j0, ldc, accumulate, nv);
+            }
+        }
+    }
+
+    static constexpr GemmIsa<T> table() { return {NR, MR, &pack, &compute}; }
+};
+
+}  // namespace FASTRNN_ISA_NS
+}  // namespace fastrnn

@@ -1,0 +1,200 @@
+// GRU, gates r, z, n, with input bias b and recurrent bias bh (each 3H):
+//   ax = x_t·Wx + b,  ah = h_{t-1}·Wh + bh
+//   r = σ(ax_r + ah_r),  z = σ(ax_z + ah_z),  h_t = (1-z)∘n + z∘h_{t-1}
+//   reset after (default, as cuDNN/PyTorch):  n = tanh(ax_n + r∘ah_n)
+//   reset before (Cho et al.):                n = tanh(ax_n + (r∘h_{t-1})·Wh_n + bh_n)
+// The workspace row of (n, t) is [r z n e], e = ah_n (reset after) or r∘h_{t-1} (before).
+#include <utility>
+
+#include "sequence.hpp"
+
+namespace fastrnn {
+
+namespace {
+
+// Zeroes an inactive row's workspace units and output.
+template <class T>
+void clear_units(T* s, T* ht, idx H, idx j0, idx j1) {
+    for (idx j = j0; j < j1; ++j) {
+        for (idx k = 0; k < GRU_WS; ++k) s[k * H + j] = T(0);
+        ht[j] = T(0);
+    }
+}
+
+}  // namespace
+
+template <class T>
+void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
+    const Dims d = a.dims;
+    const idx H = d.H, W = GRU_WS * H;
+    const T* b = a.b;
+    const T* bh = a.bh;
+    // Reset after: one product per step with all of Wh (H,3H). Reset before: r and z need
+    // h·Wh_rz (H,2H) first, and n needs (r∘h)·Wh_n (H,H) after.
+    const PackedB<T> Wh = reset_after ? pack_b(H, 3 * H, row_major(a.Wh, 3 * H))
+                                      : pack_b(H, 2 * H, row_major(a.Wh, 3 * H));
+    const PackedB<T> Wh_n = reset_after ? PackedB<T>() : pack_b(H, H, row_major(a.Wh + 2 * H, 3 * H));
+    Buffer<T> ah(d.N * 3 * H);  // this step's recurrent products (N,3H)
+
+#pragma omp parallel num_threads(num_threads())
+    {
+        gemm<T>(d.N * d.T, 3 * H, d.D, row_major(a.x, d.D), row_major(a.Wx, 3 * H), false, a.ws, W);
+        for (idx t = 0; t < d.T; ++t) {
+            const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
+            gemm<T>(d.N, hp, Wh, false, ah.data(), 3 * H);
+            for_my_units(d, [&](idx n, idx j0, idx j1) {
+                const idx row = n * d.T + t;
+                T* s = a.ws + row * W;
+                T* ht = a.h + row * H;
+                if (!a.lengths.active(n, t)) {
+                    clear_units(s, ht, H, j0, j1);
+                    return;
+                }
+                const T* hr = ah.data() + n * 3 * H;
+                const T* hprev = hp.p + n * hp.rs;
+                for (idx j = j0; j < j1; ++j) {
+                    const T r = sigmoid(s[j] + b[j] + hr[j] + bh[j]);
+                    const T z = sigmoid(s[H + j] + b[H + j] + hr[H + j] + bh[H + j]);
+                    s[j] = r;
+                    s[H + j] = z;
+                    if (reset_after) {
+                        const T hn = hr[2 * H + j] + bh[2 * H + j];
+                        const T nn = std::tanh(s[2 * H + j] + b[2 * H + j] + r * hn);
+                        s[2 * H + j] = nn;
+                        s[3 * H + j] = hn;
+                        ht[j] = (T(1) - z) * nn + z * hprev[j];
+                    } else {
+                        s[3 * H + j] = r * hprev[j];
+                    }
+                }
+            });
+            team_barrier();
+            if (reset_after) {
+                continue;
+            }
+            // n needs every unit of r∘h_{t-1}.
+            gemm<T>(d.N, step_block<T>(a.ws + 3 * H, d, W, t), Wh_n, false, ah.data() + 2 * H, 3 * H);
+            for_my_units(d, [&](idx n, idx j0, idx j1) {
+                if (!a.lengths.active(n, t)) {
+                    return;
+                }
+                const idx row = n * d.T + t;
+                T* s = a.ws + row * W;
+                const T* hr = ah.data() + n * 3 * H;
+                const T* hprev = hp.p + n * hp.rs;
+                for (idx j = j0; j < j1; ++j) {
+                    const T z = s[H + j];
+                    const T nn = std::tanh(s[2 * H + j] + b[2 * H + j] + hr[2 * H + j] + bh[2 * H + j]);
+                    s[2 * H + j] = nn;
+                    a.h[row * H + j] = (T(1) - z) * nn + z * hprev[j];
+                }
+            });
+            team_barrier();
+        }
+        gather_final(d, a.lengths, a.h, H, a.h0, a.hT);
+    }
+}
+
+template <class T>
+void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
+    const Dims d = a.dims;
+    const idx H = d.H, W = GRU_WS * H;
+    // dh_{t-1} gets dAh·Whᵀ: all of Wh (reset after), or Wh_rz and Wh_n in two parts (before).
+    const MatRef<T> Wh = row_major(a.Wh, 3 * H);
+    const PackedB<T> WhT = reset_after ? pack_b(3 * H, H, Wh.t()) : pack_b(2 * H, H, Wh.t());
+    const PackedB<T> Wh_nT = reset_after ? PackedB<T>() : pack_b(H, H, Wh.at(0, 2 * H).t());
+    // dAx is the gradient of ax; dAh, of ah. They differ only in the n slot, and only when
+    // the reset comes after (dah_n = dax_n∘r); before, they are the same array.
+    Buffer<T> dAx(d.N * d.T * 3 * H), dAh_own(reset_after ? d.N * d.T * 3 * H : 0);
+    T* const dAh = reset_after ? dAh_own.data() : dAx.data();
+    Buffer<T> hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H), drh(reset_after ? 0 : d.N * H);
+
+#pragma omp parallel num_threads(num_threads())
+    {
+        T* dnext = dh_a.data();
+        T* dprev = dh_b.data();
+        for_my_units(d, [&](idx n, idx j0, idx j1) {
+            for (idx j = j0; j < j1; ++j) {
+                dnext[n * H + j] = a.dhT ? a.dhT[n * H + j] : T(0);
+            }
+        });
+        team_barrier();
+
+        for (idx t = d.T - 1; t >= 0; --t) {
+            const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
+            for_my_units(d, [&](idx n, idx j0, idx j1) {
+                const idx row = n * d.T + t;
+                T* dx3 = dAx.data() + row * 3 * H;
+                T* dh3 = dAh + row * 3 * H;
+                if (!a.lengths.active(n, t)) {
+                    for (idx j = j0; j < j1; ++j) {
+                        for (idx k = 0; k < 3; ++k) dx3[k * H + j] = dh3[k * H + j] = T(0);
+                        dprev[n * H + j] = dnext[n * H + j];
+                    }
+                    return;
+                }
+                const T* s = a.ws + row * W;
+                const T* hprev_n = hp.p + n * hp.rs;
+                for (idx j = j0; j < j1; ++j) {
+                    const T r = s[j], z = s[H + j], nn = s[2 * H + j];
+                    const T gh = (a.dh ? a.dh[row * H + j] : T(0)) + dnext[n * H + j];
+                    const T dan = gh * (T(1) - z) * (T(1) - nn * nn);
+                    dx3[H + j] = gh * (hprev_n[j] - nn) * z * (T(1) - z);
+                    dx3[2 * H + j] = dan;
+                    dprev[n * H + j] = gh * z;
+                    if (reset_after) {
+                        const T hn = s[3 * H + j];
+                        dx3[j] = dan * hn * r * (T(1) - r);
+                        dh3[j] = dx3[j];
+                        dh3[H + j] = dx3[H + j];
+                        dh3[2 * H + j] = dan * r;
+                    }
+                }
+            });
+            team_barrier();
+            if (!reset_after) {
+                // d(r∘h_{t-1}) = dA_n·Wh_nᵀ, then the r gate and h_{t-1}'s share of it.
+                gemm<T>(d.N, step_block<T>(dAx.data() + 2 * H, d, 3 * H, t), Wh_nT, false, drh.data(), H);
+                for_my_units(d, [&](idx n, idx j0, idx j1) {
+                    if (!a.lengths.active(n, t)) {
+                        return;
+                    }
+                    const idx row = n * d.T + t;
+                    T* dx3 = dAx.data() + row * 3 * H;
+                    const T* s = a.ws + row * W;
+                    const T* hprev_n = hp.p + n * hp.rs;
+                    const T* g = drh.data() + n * H;
+                    for (idx j = j0; j < j1; ++j) {
+                        const T r = s[j];
+                        dx3[j] = g[j] * hprev_n[j] * r * (T(1) - r);
+                        dprev[n * H + j] += g[j] * r;
+                    }
+                });
+                team_barrier();
+            }
+            gemm<T>(d.N, step_block<T>(dAh, d, 3 * H, t), WhT, true, dprev, H);
+            std::swap(dnext, dprev);
+        }
+
+        const Range rows = my_share(d.N);
+        std::copy(dnext + rows.begin * H, dnext + rows.end * H, a.dh0 + rows.begin * H);
+        shifted_states(d, a.h0, a.h, hprev.data());
+        const MatRef<T> Hprev_t = row_major<T>(hprev.data(), H).t();
+        if (reset_after) {
+            gemm<T>(H, 3 * H, d.N * d.T, Hprev_t, row_major<T>(dAh, 3 * H), false, a.dWh, 3 * H);
+        } else {
+            gemm<T>(H, 2 * H, d.N * d.T, Hprev_t, row_major<T>(dAh, 3 * H), false, a.dWh, 3 * H);
+            const MatRef<T> RH_t = row_major(a.ws + 3 * H, W).t();  // (r∘h_{t-1})ᵀ, (H, N*T)
+            gemm<T>(H, H, d.N * d.T, RH_t, row_major<T>(dAh + 2 * H, 3 * H), false, a.dWh + 2 * H, 3 * H);
+        }
+        column_sums(d.N * d.T, 3 * H, dAh, 3 * H, a.dbh);
+        input_grads(d, 3 * H, a.x, a.Wx, dAx.data(), a.dx, a.dWx, a.db);
+    }
+}
+
+template void gru_forward<float>(const ForwardArgs<float>&, bool);
+template void gru_forward<double>(const ForwardArgs<double>&, bool);
+template void gru_backward<float>(const BackwardArgs<float>&, bool);
+template void gru_backward<double>(const BackwardArgs<double>&, bool);
+
+}  // namespace fastrnn

@@ -1,0 +1,121 @@
+// LSTM, gates i, f, o, g:  a = x_t·Wx + h_{t-1}·Wh + b  (N, 4H)
+//   i, f, o = σ(a_i), σ(a_f), σ(a_o),  g = tanh(a_g)
+//   c_t = f∘c_{t-1} + i∘g,  h_t = o∘tanh(c_t)
+// The workspace row of (n, t) is [i f o g c], each H wide.
+#include <utility>
+
+#include "sequence.hpp"
+
+namespace fastrnn {
+
+template <class T>
+void lstm_forward(const ForwardArgs<T>& a) {
+    const Dims d = a.dims;
+    const idx H = d.H, W = LSTM_WS * H;
+    const PackedB<T> Wh = pack_b(H, 4 * H, row_major(a.Wh, 4 * H));  // (H,4H), reused every step
+
+#pragma omp parallel num_threads(num_threads())
+    {
+        // Gate slots of ws start as x·Wx; each step adds h_{t-1}·Wh, then activates in place.
+        gemm<T>(d.N * d.T, 4 * H, d.D, row_major(a.x, d.D), row_major(a.Wx, 4 * H), false, a.ws, W);
+        for (idx t = 0; t < d.T; ++t) {
+            gemm<T>(d.N, prev_h(a.h0, a.h, d, t), Wh, true, a.ws + t * W, d.T * W);
+            for_my_units(d, [&](idx n, idx j0, idx j1) {
+                const idx row = n * d.T + t;
+                T* s = a.ws + row * W;
+                T* ht = a.h + row * H;
+                if (!a.lengths.active(n, t)) {
+                    for (idx j = j0; j < j1; ++j) {
+                        for (idx k = 0; k < LSTM_WS; ++k) s[k * H + j] = T(0);
+                        ht[j] = T(0);
+                    }
+                    return;
+                }
+                const T* cprev = t == 0 ? a.c0 + n * H : s - W + 4 * H;
+                for (idx j = j0; j < j1; ++j) {
+                    const T i = sigmoid(s[j] + a.b[j]);
+                    const T f = sigmoid(s[H + j] + a.b[H + j]);
+                    const T o = sigmoid(s[2 * H + j] + a.b[2 * H + j]);
+                    const T g = std::tanh(s[3 * H + j] + a.b[3 * H + j]);
+                    const T c = f * cprev[j] + i * g;
+                    s[j] = i;
+                    s[H + j] = f;
+                    s[2 * H + j] = o;
+                    s[3 * H + j] = g;
+                    s[4 * H + j] = c;
+                    ht[j] = o * std::tanh(c);
+                }
+            });
+            team_barrier();
+        }
+        gather_final(d, a.lengths, a.h, H, a.h0, a.hT);
+        gather_final(d, a.lengths, a.ws + 4 * H, W, a.c0, a.cT);
+    }
+}
+
+template <class T>
+void lstm_backward(const BackwardArgs<T>& a) {
+    const Dims d = a.dims;
+    const idx H = d.H, W = LSTM_WS * H;
+    const PackedB<T> WhT = pack_b(4 * H, H, row_major(a.Wh, 4 * H).t());  // (4H,H)
+    Buffer<T> dA(d.N * d.T * 4 * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
+
+#pragma omp parallel num_threads(num_threads())
+    {
+        T* dnext = dh_a.data();  // gradient reaching h_t from later steps
+        T* dprev = dh_b.data();  // gradient this step sends to h_{t-1}
+        T* dc = a.dc0;           // gradient reaching c_t, updated in place down to c_0
+        for_my_units(d, [&](idx n, idx j0, idx j1) {
+            for (idx j = j0; j < j1; ++j) {
+                dnext[n * H + j] = a.dhT ? a.dhT[n * H + j] : T(0);
+                dc[n * H + j] = a.dcT ? a.dcT[n * H + j] : T(0);
+            }
+        });
+        team_barrier();
+
+        for (idx t = d.T - 1; t >= 0; --t) {
+            for_my_units(d, [&](idx n, idx j0, idx j1) {
+                const idx row = n * d.T + t;
+                T* da = dA.data() + row * 4 * H;
+                if (!a.lengths.active(n, t)) {
+                    for (idx j = j0; j < j1; ++j) {
+                        for (idx k = 0; k < 4; ++k) da[k * H + j] = T(0);
+                        dprev[n * H + j] = dnext[n * H + j];
+                    }
+                    return;
+                }
+                const T* s = a.ws + row * W;
+                const T* cprev = t == 0 ? a.c0 + n * H : s - W + 4 * H;
+                for (idx j = j0; j < j1; ++j) {
+                    const T i = s[j], f = s[H + j], o = s[2 * H + j], g = s[3 * H + j];
+                    const T tc = std::tanh(s[4 * H + j]);
+                    const T gh = (a.dh ? a.dh[row * H + j] : T(0)) + dnext[n * H + j];
+                    const T gc = dc[n * H + j] + gh * o * (T(1) - tc * tc);
+                    da[j] = gc * g * i * (T(1) - i);
+                    da[H + j] = gc * cprev[j] * f * (T(1) - f);
+                    da[2 * H + j] = gh * tc * o * (T(1) - o);
+                    da[3 * H + j] = gc * i * (T(1) - g * g);
+                    dc[n * H + j] = gc * f;
+                    dprev[n * H + j] = T(0);
+                }
+            });
+            team_barrier();
+            gemm<T>(d.N, step_block<T>(dA.data(), d, 4 * H, t), WhT, true, dprev, H);
+            std::swap(dnext, dprev);
+        }
+
+        const Range rows = my_share(d.N);
+        std::copy(dnext + rows.begin * H, dnext + rows.end * H, a.dh0 + rows.begin * H);
+        shifted_states(d, a.h0, a.h, hprev.data());
+        gemm<T>(H, 4 * H, d.N * d.T, row_major<T>(hprev.data(), H).t(),
+                row_major<T>(dA.data(), 4 * H), false, a.dWh, 4 * H);
+        input_grads(d, 4 * H, a.x, a.Wx, dA.data(), a.dx, a.dWx, a.db);
+    }
+}
+
+template void lstm_forward<float>(const ForwardArgs<float>&);
+template void lstm_forward<double>(const ForwardArgs<double>&);
+template void lstm_backward<float>(const BackwardArgs<float>&);
+template void lstm_backward<double>(const BackwardArgs<double>&);
+
+}  // namespace fastrnn

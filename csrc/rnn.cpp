@@ -1,0 +1,110 @@
+// Vanilla RNN: h_t = act(x_t·Wx + h_{t-1}·Wh + b), act = tanh or relu.
+#include <utility>
+
+#include "sequence.hpp"
+
+namespace fastrnn {
+
+namespace {
+
+template <class T>
+T activate(T a, Activation act) {
+    if (act == Activation::tanh) {
+        return std::tanh(a);
+    }
+    return a < T(0) ? T(0) : a;  // NaN stays NaN
+}
+
+// d act / d a, written in terms of the output h = act(a).
+template <class T>
+T activation_slope(T h, Activation act) {
+    if (act == Activation::tanh) {
+        return T(1) - h * h;
+    }
+    return h > T(0) ? T(1) : T(0);
+}
+
+}  // namespace
+
+template <class T>
+void rnn_forward(const ForwardArgs<T>& a, Activation act) {
+    const Dims d = a.dims;
+    const idx H = d.H;
+    const PackedB<T> Wh = pack_b(H, H, row_major(a.Wh, H));  // (H,H), reused by every step
+
+#pragma omp parallel num_threads(num_threads())
+    {
+        // h (N*T,H) first holds x·Wx; each step adds h_{t-1}·Wh, then b and act in place.
+        gemm<T>(d.N * d.T, H, d.D, row_major(a.x, d.D), row_major(a.Wx, H), false, a.h, H);
+        for (idx t = 0; t < d.T; ++t) {
+            gemm<T>(d.N, prev_h(a.h0, a.h, d, t), Wh, true, a.h + t * H, d.T * H);
+            for_my_units(d, [&](idx n, idx j0, idx j1) {
+                T* ht = a.h + (n * d.T + t) * H;
+                const bool live = a.lengths.active(n, t);
+                for (idx j = j0; j < j1; ++j) {
+                    ht[j] = live ? activate(ht[j] + a.b[j], act) : T(0);
+                }
+            });
+            team_barrier();
+        }
+        gather_final(d, a.lengths, a.h, H, a.h0, a.hT);
+    }
+}
+
+template <class T>
+void rnn_backward(const BackwardArgs<T>& a, Activation act) {
+    const Dims d = a.dims;
+    const idx H = d.H;
+    const PackedB<T> WhT = pack_b(H, H, row_major(a.Wh, H).t());  // Whᵀ for dh_{t-1} = dA_t·Whᵀ
+    Buffer<T> dA(d.N * d.T * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
+
+#pragma omp parallel num_threads(num_threads())
+    {
+        // dnext: the gradient reaching h_t from later steps; dprev: the one this step sends back.
+        T* dnext = dh_a.data();
+        T* dprev = dh_b.data();
+        for_my_units(d, [&](idx n, idx j0, idx j1) {
+            for (idx j = j0; j < j1; ++j) {
+                dnext[n * H + j] = a.dhT ? a.dhT[n * H + j] : T(0);
+            }
+        });
+        team_barrier();
+
+        for (idx t = d.T - 1; t >= 0; --t) {
+            for_my_units(d, [&](idx n, idx j0, idx j1) {
+                const idx row = n * d.T + t;
+                T* da = dA.data() + row * H;
+                if (!a.lengths.active(n, t)) {  // the state passes through unchanged
+                    for (idx j = j0; j < j1; ++j) {
+                        da[j] = T(0);
+                        dprev[n * H + j] = dnext[n * H + j];
+                    }
+                    return;
+                }
+                const T* ht = a.h + row * H;
+                for (idx j = j0; j < j1; ++j) {
+                    const T g = (a.dh ? a.dh[row * H + j] : T(0)) + dnext[n * H + j];
+                    da[j] = g * activation_slope(ht[j], act);
+                    dprev[n * H + j] = T(0);
+                }
+            });
+            team_barrier();
+            gemm<T>(d.N, step_block<T>(dA.data(), d, H, t), WhT, true, dprev, H);
+            std::swap(dnext, dprev);
+        }
+
+        const Range rows = my_share(d.N);
+        std::copy(dnext + rows.begin * H, dnext + rows.end * H, a.dh0 + rows.begin * H);
+        shifted_states(d, a.h0, a.h, hprev.data());
+        gemm<T>(H, H, d.N * d.T, row_major<T>(hprev.data(), H).t(), row_major<T>(dA.data(), H),
+                false, a.dWh, H);
+        input_grads(d, H, a.x, a.Wx, dA.data(), a.dx, a.dWx, a.db);
+    }
+}
+
+template void rnn_forward<float>(const ForwardArgs<float>&, Activation);
+template void rnn_forward<double>(const ForwardArgs<double>&, Activation);
+template void rnn_backward<float>(const BackwardArgs<float>&, Activation);
+template void rnn_backward<double>(const BackwardArgs<double>&, Activation);
+
+}  // namespace fastrnn

@@ -1,0 +1,86 @@
+// Pieces every cell's sequence kernel shares: the layout of per-step blocks, the split of
+// elementwise work over the team, final-state gathering and whole-sequence gradients.
+// All functions here are called by every thread of a team (see gemm.hpp).
+#pragma once
+
+#include "cells.hpp"
+#include "gemm.hpp"
+
+namespace fastrnn {
+
+// In a (N,T,W) array, the N x W block of step t has row stride T*W.
+template <class T>
+MatRef<T> step_block(const T* seq, const Dims& d, idx W, idx t) {
+    return {seq + t * W, d.T * W, 1};
+}
+
+// h_{t-1} as an N x H matrix: the initial state at t == 0.
+template <class T>
+MatRef<T> prev_h(const T* h0, const T* h, const Dims& d, idx t) {
+    return t == 0 ? MatRef<T>{h0, d.H, 1} : step_block(h, d, d.H, t - 1);
+}
+
+// Calls f(n, j0, j1) for this thread's share of the N*H hidden units of one step. Each
+// unit's arithmetic is independent of the split, so results do not depend on it.
+template <class F>
+void for_my_units(const Dims& d, F&& f) {
+    const Range r = my_share(d.N * d.H);
+    for (idx i = r.begin; i < r.end;) {
+        const idx n = i / d.H, j0 = i % d.H;
+        const idx j1 = std::min(d.H, j0 + (r.end - i));
+        f(n, j0, j1);
+        i += j1 - j0;
+    }
+}
+
+// out[n] = row n of seq (element (n,t,j) at seq[(n*T + t)*ld + j]) at its last step, or
+// init[n] when it has none (length 0).
+template <class T>
+void gather_final(const Dims& d, const Lengths& len, const T* seq, idx ld, const T* init, T* out) {
+    const Range r = my_share(d.N);
+    for (idx n = r.begin; n < r.end; ++n) {
+        const idx t = len.last_step(n, d.T);
+        const T* src = t < 0 ? init + n * d.H : seq + (n * d.T + t) * ld;
+        std::copy(src, src + d.H, out + n * d.H);
+    }
+    team_barrier();
+}
+
+// out[j] = sum over rows i (in order) of a[i*ld + j], for j < cols.
+template <class T>
+void column_sums(idx rows, idx cols, const T* a, idx ld, T* out) {
+    const Range r = my_share(cols);
+    std::fill(out + r.begin, out + r.end, T(0));
+    for (idx i = 0; i < rows; ++i) {
+        const T* row = a + i * ld;
+        for (idx j = r.begin; j < r.end; ++j) {
+            out[j] += row[j];
+        }
+    }
+    team_barrier();
+}
+
+// Hprev (N,T,H): h_{t-1} for every step, h0 at t = 0. Backward's dWh = Hprevᵀ·dA.
+template <class T>
+void shifted_states(const Dims& d, const T* h0, const T* h, T* hprev) {
+    const Range r = my_share(d.N * d.T);
+    for (idx i = r.begin; i < r.end; ++i) {
+        const idx n = i / d.T, t = i % d.T;
+        const T* src = t == 0 ? h0 + n * d.H : h + (i - 1) * d.H;
+        std::copy(src, src + d.H, hprev + i * d.H);
+    }
+    team_barrier();
+}
+
+// The input side of backward, as three whole-sequence products over dA (N*T, GH):
+//   dWx = Xᵀ·dA,  db = Σ_rows dA,  dx = dA·Wxᵀ
+template <class T>
+void input_grads(const Dims& d, idx GH, const T* x, const T* Wx, const T* dA, T* dx, T* dWx,
+                 T* db) {
+    const idx rows = d.N * d.T;
+    gemm<T>(d.D, GH, rows, row_major(x, d.D).t(), row_major(dA, GH), false, dWx, GH);
+    column_sums(rows, GH, dA, GH, db);
+    gemm<T>(rows, d.D, GH, row_major(dA, GH), row_major(Wx, GH).t(), false, dx, d.D);
+}
+
+}  // namespace fastrnn

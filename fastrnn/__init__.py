@@ -1,0 +1,2 @@
+"""fastrnn: fast CPU kernels for recurrent neural networks."""
+from . import _core
