@@ -1,2 +1,39 @@
-"""fastrnn: fast CPU kernels for recurrent neural networks."""
+"""fastrnn: fast, exact CPU kernels for recurrent neural networks.
+
+The kernels (vanilla RNN with tanh or relu, LSTM, GRU; forward and backward; float32 and
+float64) are hand-written C++ with OpenMP, reached through the CS231n-compatible functions
+of :mod:`fastrnn.functional`, which are re-exported here. :mod:`fastrnn.reference` holds
+the same functions in plain NumPy: the oracle every kernel is tested against.
+"""
+from __future__ import annotations
+
+from typing import Dict, Union
+
+from . import functional, reference
+from ._core import get_num_threads, set_num_threads
+from .functional import *  # noqa: F401,F403  (the names listed in functional.__all__)
 from . import _core
+
+__version__ = "0.1.0"
+
+__all__ = [
+    *functional.__all__,
+    "functional",
+    "reference",
+    "get_num_threads",
+    "set_num_threads",
+    "build_info",
+    "__version__",
+]
+
+
+def build_info() -> Dict[str, Union[str, int, bool]]:
+    """What the compiled extension runs on: the micro-kernel in use, the best one this CPU
+    supports, whether OpenMP is present, and the thread count."""
+    return {
+        "version": __version__,
+        "isa": _core.isa(),
+        "best_isa": _core.best_isa(),
+        "openmp": bool(_core.openmp),
+        "threads": _core.get_num_threads(),
+    }
