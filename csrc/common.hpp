@@ -1,4 +1,4 @@
-// Shared building blocks: index type, thread-team helpers, scalar activations,
+// Shared building blocks: index type, matrix views, aligned buffers, thread-team helpers
 // and the optional per-sequence lengths.
 #pragma once
 
@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -14,6 +17,59 @@
 namespace fastrnn {
 
 using idx = std::ptrdiff_t;  // 64-bit on every supported platform
+
+// ---------------------------------------------------------------- views and storage
+
+// Element (i, j) is p[i * rs + j * cs].
+template <class T>
+struct MatRef {
+    const T* p;
+    idx rs, cs;
+
+    MatRef t() const { return {p, cs, rs}; }
+    MatRef at(idx i, idx j) const { return {p + i * rs + j * cs, rs, cs}; }
+};
+
+template <class T>
+MatRef<T> row_major(const T* p, idx ld) {
+    return {p, ld, 1};
+}
+
+// 64-byte aligned, uninitialised storage.
+template <class T>
+class Buffer {
+   public:
+    Buffer() = default;
+    explicit Buffer(idx n) : n_(n), p_(allocate(n)) {}
+    T* data() { return p_.get(); }
+    const T* data() const { return p_.get(); }
+    idx size() const { return n_; }
+
+   private:
+    struct Free {
+        void operator()(T* p) const { std::free(p); }
+    };
+    static T* allocate(idx n);
+    idx n_ = 0;
+    std::unique_ptr<T, Free> p_;
+};
+
+template <class T>
+T* Buffer<T>::allocate(idx n) {
+    if (n <= 0) {
+        return nullptr;
+    }
+    constexpr std::size_t align = 64;
+    if (std::size_t(n) > (SIZE_MAX - align) / sizeof(T)) {
+        throw std::bad_alloc();
+    }
+    const std::size_t bytes = (std::size_t(n) * sizeof(T) + align - 1) / align * align;
+    void* p = std::aligned_alloc(align, bytes);
+    if (p == nullptr) {
+        throw std::bad_alloc();
+    }
+    return static_cast<T*>(p);
+}
 
 // ---------------------------------------------------------------- threads
 
@@ -55,18 +111,6 @@ inline Range team_share(idx n, int rank, int size) {
     return {begin, begin + base + (rank < extra ? 1 : 0)};
 }
 inline Range my_share(idx n) { return team_share(n, team_rank(), team_size()); }
-
-// ---------------------------------------------------------------- activations
-
-template <class T>
-inline T sigmoid(T a) {
-    // Split form: exp never overflows, so large |a| gives exactly 0 or 1.
-    if (a >= T(0)) {
-        return T(1) / (T(1) + std::exp(-a));
-    }
-    const T e = std::exp(a);
-    return e / (T(1) + e);
-}
 
 // ---------------------------------------------------------------- lengths
 

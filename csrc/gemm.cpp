@@ -1,119 +1,9 @@
-// Run-time instruction-set choice and the blocked, team-shared product loops.
+// The blocked, team-shared product loops around the active micro-kernel.
 #include "gemm.hpp"
 
-#include <atomic>
-#include <cstring>
 #include <vector>
 
 namespace fastrnn {
-
-namespace generic {
-extern const GemmIsa<float> gemm_f32;
-extern const GemmIsa<double> gemm_f64;
-}  // namespace generic
-#ifdef FASTRNN_HAVE_X86_SIMD
-namespace avx2 {
-extern const GemmIsa<float> gemm_f32;
-extern const GemmIsa<double> gemm_f64;
-}  // namespace avx2
-namespace avx512 {
-extern const GemmIsa<float> gemm_f32;
-extern const GemmIsa<double> gemm_f64;
-}  // namespace avx512
-#endif
-
-// ---------------------------------------------------------------- instruction set
-
-namespace {
-
-Isa detect_isa() {
-#ifdef FASTRNN_HAVE_X86_SIMD
-    __builtin_cpu_init();
-    // libgcc's checks include the OS's XSAVE support for the wider registers.
-    if (__builtin_cpu_supports("avx512f")) {
-        return Isa::avx512;
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        return Isa::avx2;
-    }
-#endif
-    return Isa::generic;
-}
-
-Isa requested_isa() {
-    const Isa best = detect_isa();
-    const char* env = std::getenv("FASTRNN_ISA");
-    if (env == nullptr) {
-        return best;
-    }
-    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
-        if (std::strcmp(env, isa_name(isa)) == 0) {
-            return isa < best ? isa : best;
-        }
-    }
-    return best;
-}
-
-std::atomic<int> g_isa{int(requested_isa())};
-
-template <class T>
-const GemmIsa<T>& kernels_for(Isa isa);
-
-template <>
-const GemmIsa<float>& kernels_for<float>(Isa isa) {
-#ifdef FASTRNN_HAVE_X86_SIMD
-    if (isa == Isa::avx512) return avx512::gemm_f32;
-    if (isa == Isa::avx2) return avx2::gemm_f32;
-#endif
-    (void)isa;
-    return generic::gemm_f32;
-}
-
-template <>
-const GemmIsa<double>& kernels_for<double>(Isa isa) {
-#ifdef FASTRNN_HAVE_X86_SIMD
-    if (isa == Isa::avx512) return avx512::gemm_f64;
-    if (isa == Isa::avx2) return avx2::gemm_f64;
-#endif
-    (void)isa;
-    return generic::gemm_f64;
-}
-
-}  // namespace
-
-Isa best_isa() {
-    static const Isa best = detect_isa();
-    return best;
-}
-Isa active_isa() { return Isa(g_isa.load()); }
-void set_active_isa(Isa isa) { g_isa.store(int(isa < best_isa() ? isa : best_isa())); }
-const char* isa_name(Isa isa) {
-    switch (isa) {
-        case Isa::avx512: return "avx512";
-        case Isa::avx2: return "avx2";
-        default: return "generic";
-    }
-}
-
-// ---------------------------------------------------------------- threads
-
-namespace {
-std::atomic<int> g_threads{0};  // 0: the OpenMP default
-}
-
-int num_threads() {
-    const int n = g_threads.load();
-    if (n > 0) {
-        return n;
-    }
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
 
 // ---------------------------------------------------------------- products
 
@@ -167,7 +57,7 @@ std::vector<T>& thread_pack_buffer(idx n) {
 
 template <class T>
 void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, idx ldc) {
-    const GemmIsa<T>& isa = kernels_for<T>(active_isa());
+    const Kernels<T>& isa = kernels<T>();
     const idx panels = (N + isa.nr - 1) / isa.nr;
     const Share s = my_block(M, panels);
     if (K == 0 && !accumulate) {
@@ -197,7 +87,7 @@ PackedB<T> pack_b(idx K, idx N, MatRef<T> B) {
     out.K = K;
     out.N = N;
     out.isa = active_isa();
-    const GemmIsa<T>& isa = kernels_for<T>(out.isa);
+    const Kernels<T>& isa = kernels<T>(out.isa);
     const idx panels = (N + isa.nr - 1) / isa.nr;
     out.data = Buffer<T>(K * panels * isa.nr);
     for (idx k0 = 0; k0 < K; k0 += KC) {
@@ -208,7 +98,7 @@ PackedB<T> pack_b(idx K, idx N, MatRef<T> B) {
 
 template <class T>
 void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc) {
-    const GemmIsa<T>& isa = kernels_for<T>(B.isa);
+    const Kernels<T>& isa = kernels<T>(B.isa);
     const idx N = B.N, K = B.K;
     const idx panels = (N + isa.nr - 1) / isa.nr;
     const Share s = my_block(M, panels);

@@ -1,6 +1,6 @@
 // The register-blocked micro-kernel and panel packing, written once over a vector type V.
-// Each instruction-set file defines V (its register type, width and tile height) and
-// FASTRNN_ISA_NS, then includes this file, so every instantiation has its own name and
+// simd.cpp defines V (register type, width, tile height) and FASTRNN_ISA_NS for each
+// instruction set, then includes this file, so every instantiation has its own name and
 // code built for one instruction set never leaks into another.
 //
 // V must provide: T, R (register), W (lanes), MR (tile rows), zero(), load(p), bcast(x),
@@ -102,8 +102,6 @@ struct Kernel {
             }
         }
     }
-
-    static constexpr GemmIsa<T> table() { return {NR, MR, &pack, &compute}; }
 };
 
 }  // namespace FASTRNN_ISA_NS

@@ -35,6 +35,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
                                       : pack_b(H, 2 * H, row_major(a.Wh, 3 * H));
     const PackedB<T> Wh_n = reset_after ? PackedB<T>() : pack_b(H, H, row_major(a.Wh + 2 * H, 3 * H));
     Buffer<T> ah(d.N * 3 * H);  // this step's recurrent products (N,3H)
+    const Kernels<T>& k = kernels<T>();
 
 #pragma omp parallel num_threads(num_threads())
     {
@@ -52,20 +53,24 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
                 }
                 const T* hr = ah.data() + n * 3 * H;
                 const T* hprev = hp.p + n * hp.rs;
+                const idx len = j1 - j0;
+                for (idx g = 0; g < 2; ++g) {  // r, z
+                    for (idx j = g * H + j0; j < g * H + j1; ++j) s[j] += b[j] + hr[j] + bh[j];
+                    k.sigmoid(s + g * H + j0, len);
+                }
+                if (!reset_after) {
+                    for (idx j = j0; j < j1; ++j) s[3 * H + j] = s[j] * hprev[j];  // r∘h_{t-1}
+                    return;
+                }
                 for (idx j = j0; j < j1; ++j) {
-                    const T r = sigmoid(s[j] + b[j] + hr[j] + bh[j]);
-                    const T z = sigmoid(s[H + j] + b[H + j] + hr[H + j] + bh[H + j]);
-                    s[j] = r;
-                    s[H + j] = z;
-                    if (reset_after) {
-                        const T hn = hr[2 * H + j] + bh[2 * H + j];
-                        const T nn = std::tanh(s[2 * H + j] + b[2 * H + j] + r * hn);
-                        s[2 * H + j] = nn;
-                        s[3 * H + j] = hn;
-                        ht[j] = (T(1) - z) * nn + z * hprev[j];
-                    } else {
-                        s[3 * H + j] = r * hprev[j];
-                    }
+                    const T hn = hr[2 * H + j] + bh[2 * H + j];
+                    s[3 * H + j] = hn;
+                    s[2 * H + j] += b[2 * H + j] + s[j] * hn;
+                }
+                k.tanh(s + 2 * H + j0, len);
+                for (idx j = j0; j < j1; ++j) {
+                    const T z = s[H + j];
+                    ht[j] = (T(1) - z) * s[2 * H + j] + z * hprev[j];
                 }
             });
             team_barrier();
@@ -82,11 +87,11 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
                 T* s = a.ws + row * W;
                 const T* hr = ah.data() + n * 3 * H;
                 const T* hprev = hp.p + n * hp.rs;
+                for (idx j = 2 * H + j0; j < 2 * H + j1; ++j) s[j] += b[j] + hr[j] + bh[j];
+                k.tanh(s + 2 * H + j0, j1 - j0);
                 for (idx j = j0; j < j1; ++j) {
                     const T z = s[H + j];
-                    const T nn = std::tanh(s[2 * H + j] + b[2 * H + j] + hr[2 * H + j] + bh[2 * H + j]);
-                    s[2 * H + j] = nn;
-                    a.h[row * H + j] = (T(1) - z) * nn + z * hprev[j];
+                    a.h[row * H + j] = (T(1) - z) * s[2 * H + j] + z * hprev[j];
                 }
             });
             team_barrier();

@@ -13,6 +13,7 @@ void lstm_forward(const ForwardArgs<T>& a) {
     const Dims d = a.dims;
     const idx H = d.H, W = LSTM_WS * H;
     const PackedB<T> Wh = pack_b(H, 4 * H, row_major(a.Wh, 4 * H));  // (H,4H), reused every step
+    const Kernels<T>& k = kernels<T>();
 
 #pragma omp parallel num_threads(num_threads())
     {
@@ -32,19 +33,19 @@ void lstm_forward(const ForwardArgs<T>& a) {
                     return;
                 }
                 const T* cprev = t == 0 ? a.c0 + n * H : s - W + 4 * H;
-                for (idx j = j0; j < j1; ++j) {
-                    const T i = sigmoid(s[j] + a.b[j]);
-                    const T f = sigmoid(s[H + j] + a.b[H + j]);
-                    const T o = sigmoid(s[2 * H + j] + a.b[2 * H + j]);
-                    const T g = std::tanh(s[3 * H + j] + a.b[3 * H + j]);
-                    const T c = f * cprev[j] + i * g;
-                    s[j] = i;
-                    s[H + j] = f;
-                    s[2 * H + j] = o;
-                    s[3 * H + j] = g;
-                    s[4 * H + j] = c;
-                    ht[j] = o * std::tanh(c);
+                const idx len = j1 - j0;
+                for (idx g = 0; g < 4; ++g) {
+                    for (idx j = j0; j < j1; ++j) s[g * H + j] += a.b[g * H + j];
                 }
+                for (idx g = 0; g < 3; ++g) k.sigmoid(s + g * H + j0, len);  // i, f, o
+                k.tanh(s + 3 * H + j0, len);                                  // g
+                for (idx j = j0; j < j1; ++j) {
+                    const T c = s[H + j] * cprev[j] + s[j] * s[3 * H + j];
+                    s[4 * H + j] = c;
+                    ht[j] = c;
+                }
+                k.tanh(ht + j0, len);
+                for (idx j = j0; j < j1; ++j) ht[j] *= s[2 * H + j];
             });
             team_barrier();
         }
@@ -58,10 +59,14 @@ void lstm_backward(const BackwardArgs<T>& a) {
     const Dims d = a.dims;
     const idx H = d.H, W = LSTM_WS * H;
     const PackedB<T> WhT = pack_b(4 * H, H, row_major(a.Wh, 4 * H).t());  // (4H,H)
+    const Kernels<T>& k = kernels<T>();
+    const int threads = num_threads();
     Buffer<T> dA(d.N * d.T * 4 * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
+    Buffer<T> tanh_c(threads * H);  // per thread: tanh(c_t) of its units
 
-#pragma omp parallel num_threads(num_threads())
+#pragma omp parallel num_threads(threads)
     {
+        T* tc = tanh_c.data() + team_rank() * H;
         T* dnext = dh_a.data();  // gradient reaching h_t from later steps
         T* dprev = dh_b.data();  // gradient this step sends to h_{t-1}
         T* dc = a.dc0;           // gradient reaching c_t, updated in place down to c_0
@@ -86,14 +91,15 @@ void lstm_backward(const BackwardArgs<T>& a) {
                 }
                 const T* s = a.ws + row * W;
                 const T* cprev = t == 0 ? a.c0 + n * H : s - W + 4 * H;
+                std::copy(s + 4 * H + j0, s + 4 * H + j1, tc + j0);
+                k.tanh(tc + j0, j1 - j0);
                 for (idx j = j0; j < j1; ++j) {
                     const T i = s[j], f = s[H + j], o = s[2 * H + j], g = s[3 * H + j];
-                    const T tc = std::tanh(s[4 * H + j]);
                     const T gh = (a.dh ? a.dh[row * H + j] : T(0)) + dnext[n * H + j];
-                    const T gc = dc[n * H + j] + gh * o * (T(1) - tc * tc);
+                    const T gc = dc[n * H + j] + gh * o * (T(1) - tc[j] * tc[j]);
                     da[j] = gc * g * i * (T(1) - i);
                     da[H + j] = gc * cprev[j] * f * (T(1) - f);
-                    da[2 * H + j] = gh * tc * o * (T(1) - o);
+                    da[2 * H + j] = gh * tc[j] * o * (T(1) - o);
                     da[3 * H + j] = gc * i * (T(1) - g * g);
                     dc[n * H + j] = gc * f;
                     dprev[n * H + j] = T(0);

@@ -7,14 +7,6 @@ namespace fastrnn {
 
 namespace {
 
-template <class T>
-T activate(T a, Activation act) {
-    if (act == Activation::tanh) {
-        return std::tanh(a);
-    }
-    return a < T(0) ? T(0) : a;  // NaN stays NaN
-}
-
 // d act / d a, written in terms of the output h = act(a).
 template <class T>
 T activation_slope(T h, Activation act) {
@@ -31,6 +23,7 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
     const Dims d = a.dims;
     const idx H = d.H;
     const PackedB<T> Wh = pack_b(H, H, row_major(a.Wh, H));  // (H,H), reused by every step
+    const Kernels<T>& k = kernels<T>();
 
 #pragma omp parallel num_threads(num_threads())
     {
@@ -40,9 +33,19 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
             gemm<T>(d.N, prev_h(a.h0, a.h, d, t), Wh, true, a.h + t * H, d.T * H);
             for_my_units(d, [&](idx n, idx j0, idx j1) {
                 T* ht = a.h + (n * d.T + t) * H;
-                const bool live = a.lengths.active(n, t);
+                if (!a.lengths.active(n, t)) {
+                    std::fill(ht + j0, ht + j1, T(0));
+                    return;
+                }
                 for (idx j = j0; j < j1; ++j) {
-                    ht[j] = live ? activate(ht[j] + a.b[j], act) : T(0);
+                    ht[j] += a.b[j];
+                }
+                if (act == Activation::tanh) {
+                    k.tanh(ht + j0, j1 - j0);
+                } else {
+                    for (idx j = j0; j < j1; ++j) {
+                        ht[j] = ht[j] < T(0) ? T(0) : ht[j];  // NaN stays NaN
+                    }
                 }
             });
             team_barrier();

@@ -1,0 +1,181 @@
+// The vector types behind the micro-kernels and activations. CMake compiles this file
+// three times:
+//   FASTRNN_BUILD_AVX512 with -mavx512f -mfma  -> namespace fastrnn::avx512
+//   FASTRNN_BUILD_AVX2   with -mavx2 -mfma     -> namespace fastrnn::avx2
+//   neither, with the baseline flags            -> namespace fastrnn::generic
+// runtime.cpp hands out a SIMD build only after checking at run time that the CPU has it.
+#include <cstring>
+
+#include "isa.hpp"
+
+#if defined(FASTRNN_BUILD_AVX512) || defined(FASTRNN_BUILD_AVX2)
+#include <immintrin.h>
+#endif
+
+#if defined(FASTRNN_BUILD_AVX512)
+#define FASTRNN_ISA_NS avx512
+#elif defined(FASTRNN_BUILD_AVX2)
+#define FASTRNN_ISA_NS avx2
+#else
+#define FASTRNN_ISA_NS generic
+#endif
+
+#include "gemm_kernel.hpp"
+#include "vecmath_kernel.hpp"
+
+namespace fastrnn {
+namespace FASTRNN_ISA_NS {
+namespace {
+
+#if defined(FASTRNN_BUILD_AVX512)
+
+// 32 zmm registers: 12 x 2 accumulators + 2 B vectors + 1 broadcast.
+struct F32 {
+    using T = float;
+    using R = __m512;
+    static constexpr int W = 16, MR = 12;
+    static R zero() { return _mm512_setzero_ps(); }
+    static R load(const T* p) { return _mm512_loadu_ps(p); }
+    static void store(T* p, R r) { _mm512_storeu_ps(p, r); }
+    static R bcast(T x) { return _mm512_set1_ps(x); }
+    static R add(R a, R b) { return _mm512_add_ps(a, b); }
+    static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+    static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+    static R div(R a, R b) { return _mm512_div_ps(a, b); }
+    static R min(R a, R b) { return _mm512_min_ps(a, b); }
+    static R max(R a, R b) { return _mm512_max_ps(a, b); }
+    static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+    static R exp2i(R t) {
+        const __m512i bits = _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 23));
+    }
+};
+struct F64 {
+    using T = double;
+    using R = __m512d;
+    static constexpr int W = 8, MR = 12;
+    static R zero() { return _mm512_setzero_pd(); }
+    static R load(const T* p) { return _mm512_loadu_pd(p); }
+    static void store(T* p, R r) { _mm512_storeu_pd(p, r); }
+    static R bcast(T x) { return _mm512_set1_pd(x); }
+    static R add(R a, R b) { return _mm512_add_pd(a, b); }
+    static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
+    static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+    static R div(R a, R b) { return _mm512_div_pd(a, b); }
+    static R min(R a, R b) { return _mm512_min_pd(a, b); }
+    static R max(R a, R b) { return _mm512_max_pd(a, b); }
+    static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+    static R exp2i(R t) {
+        const __m512i bits = _mm512_add_epi64(_mm512_castpd_si512(t), _mm512_set1_epi64(1023));
+        return _mm512_castsi512_pd(_mm512_slli_epi64(bits, 52));
+    }
+};
+
+#elif defined(FASTRNN_BUILD_AVX2)
+
+// 16 ymm registers: 6 x 2 accumulators + 2 B vectors + 1 broadcast.
+struct F32 {
+    using T = float;
+    using R = __m256;
+    static constexpr int W = 8, MR = 6;
+    static R zero() { return _mm256_setzero_ps(); }
+    static R load(const T* p) { return _mm256_loadu_ps(p); }
+    static void store(T* p, R r) { _mm256_storeu_ps(p, r); }
+    static R bcast(T x) { return _mm256_set1_ps(x); }
+    static R add(R a, R b) { return _mm256_add_ps(a, b); }
+    static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+    static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+    static R div(R a, R b) { return _mm256_div_ps(a, b); }
+    static R min(R a, R b) { return _mm256_min_ps(a, b); }
+    static R max(R a, R b) { return _mm256_max_ps(a, b); }
+    static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+    static R exp2i(R t) {
+        const __m256i bits = _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 23));
+    }
+};
+struct F64 {
+    using T = double;
+    using R = __m256d;
+    static constexpr int W = 4, MR = 6;
+    static R zero() { return _mm256_setzero_pd(); }
+    static R load(const T* p) { return _mm256_loadu_pd(p); }
+    static void store(T* p, R r) { _mm256_storeu_pd(p, r); }
+    static R bcast(T x) { return _mm256_set1_pd(x); }
+    static R add(R a, R b) { return _mm256_add_pd(a, b); }
+    static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
+    static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
+    static R div(R a, R b) { return _mm256_div_pd(a, b); }
+    static R min(R a, R b) { return _mm256_min_pd(a, b); }
+    static R max(R a, R b) { return _mm256_max_pd(a, b); }
+    static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+    static R exp2i(R t) {
+        const __m256i bits = _mm256_add_epi64(_mm256_castpd_si256(t), _mm256_set1_epi64x(1023));
+        return _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52));
+    }
+};
+
+#else
+
+// Plain C++: small fixed arrays the compiler may vectorise with the baseline ISA. a*b + c
+// is rounded twice here (no FMA), so results differ from the SIMD builds in the last
+// bits, as any two BLAS builds do. min/max follow the x86 rule: the second operand
+// when either is NaN.
+template <class TT, class Bits, int Lanes>
+struct Plain {
+    using T = TT;
+    struct R {
+        T v[Lanes];
+    };
+    static constexpr int W = Lanes, MR = 4;
+    static constexpr int mantissa_bits = sizeof(T) == 4 ? 23 : 52;
+    static constexpr Bits bias = sizeof(T) == 4 ? 127 : 1023;
+
+    template <class F>
+    static R map(F f) {
+        R r;
+        for (int l = 0; l < W; ++l) r.v[l] = f(l);
+        return r;
+    }
+    static R zero() { return bcast(T(0)); }
+    static R load(const T* p) { return map([&](int l) { return p[l]; }); }
+    static void store(T* p, R r) {
+        for (int l = 0; l < W; ++l) p[l] = r.v[l];
+    }
+    static R bcast(T x) { return map([&](int) { return x; }); }
+    static R add(R a, R b) { return map([&](int l) { return a.v[l] + b.v[l]; }); }
+    static R sub(R a, R b) { return map([&](int l) { return a.v[l] - b.v[l]; }); }
+    static R mul(R a, R b) { return map([&](int l) { return a.v[l] * b.v[l]; }); }
+    static R div(R a, R b) { return map([&](int l) { return a.v[l] / b.v[l]; }); }
+    static R min(R a, R b) { return map([&](int l) { return a.v[l] < b.v[l] ? a.v[l] : b.v[l]; }); }
+    static R max(R a, R b) { return map([&](int l) { return a.v[l] > b.v[l] ? a.v[l] : b.v[l]; }); }
+    static R fma(R a, R b, R c) { return map([&](int l) { return a.v[l] * b.v[l] + c.v[l]; }); }
+    static R exp2i(R t) {
+        return map([&](int l) {
+            Bits bits;
+            std::memcpy(&bits, &t.v[l], sizeof bits);
+            bits = Bits(bits + bias) << mantissa_bits;
+            T out;
+            std::memcpy(&out, &bits, sizeof out);
+            return out;
+        });
+    }
+};
+using F32 = Plain<float, std::uint32_t, 4>;
+using F64 = Plain<double, std::uint64_t, 2>;
+
+#endif
+
+template <class V>
+constexpr Kernels<typename V::T> table() {
+    return {Kernel<V>::NR,           Kernel<V>::MR,        &Kernel<V>::pack,
+            &Kernel<V>::compute,     &Math<V>::sigmoid_inplace, &Math<V>::tanh_inplace};
+}
+
+}  // namespace
+
+extern const Kernels<float> kernels_f32 = table<F32>();
+extern const Kernels<double> kernels_f64 = table<F64>();
+
+}  // namespace FASTRNN_ISA_NS
+}  // namespace fastrnn
