@@ -35,7 +35,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
                                       : pack_b(H, 2 * H, row_major(a.Wh, 3 * H));
     const PackedB<T> Wh_n = reset_after ? PackedB<T>() : pack_b(H, H, row_major(a.Wh + 2 * H, 3 * H));
     Buffer<T> ah(d.N * 3 * H);  // this step's recurrent products (N,3H)
-    const Kernels<T>& k = kernels<T>();
+    const Kernels<T>& simd = kernels<T>();
 
 #pragma omp parallel num_threads(num_threads())
     {
@@ -56,7 +56,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
                 const idx len = j1 - j0;
                 for (idx g = 0; g < 2; ++g) {  // r, z
                     for (idx j = g * H + j0; j < g * H + j1; ++j) s[j] += b[j] + hr[j] + bh[j];
-                    k.sigmoid(s + g * H + j0, len);
+                    simd.sigmoid(s + g * H + j0, len);
                 }
                 if (!reset_after) {
                     for (idx j = j0; j < j1; ++j) s[3 * H + j] = s[j] * hprev[j];  // r∘h_{t-1}
@@ -67,7 +67,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
                     s[3 * H + j] = hn;
                     s[2 * H + j] += b[2 * H + j] + s[j] * hn;
                 }
-                k.tanh(s + 2 * H + j0, len);
+                simd.tanh(s + 2 * H + j0, len);
                 for (idx j = j0; j < j1; ++j) {
                     const T z = s[H + j];
                     ht[j] = (T(1) - z) * s[2 * H + j] + z * hprev[j];
@@ -88,7 +88,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
                 const T* hr = ah.data() + n * 3 * H;
                 const T* hprev = hp.p + n * hp.rs;
                 for (idx j = 2 * H + j0; j < 2 * H + j1; ++j) s[j] += b[j] + hr[j] + bh[j];
-                k.tanh(s + 2 * H + j0, j1 - j0);
+                simd.tanh(s + 2 * H + j0, j1 - j0);
                 for (idx j = j0; j < j1; ++j) {
                     const T z = s[H + j];
                     a.h[row * H + j] = (T(1) - z) * s[2 * H + j] + z * hprev[j];

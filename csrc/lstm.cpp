@@ -13,7 +13,7 @@ void lstm_forward(const ForwardArgs<T>& a) {
     const Dims d = a.dims;
     const idx H = d.H, W = LSTM_WS * H;
     const PackedB<T> Wh = pack_b(H, 4 * H, row_major(a.Wh, 4 * H));  // (H,4H), reused every step
-    const Kernels<T>& k = kernels<T>();
+    const Kernels<T>& simd = kernels<T>();
 
 #pragma omp parallel num_threads(num_threads())
     {
@@ -37,14 +37,14 @@ void lstm_forward(const ForwardArgs<T>& a) {
                 for (idx g = 0; g < 4; ++g) {
                     for (idx j = j0; j < j1; ++j) s[g * H + j] += a.b[g * H + j];
                 }
-                for (idx g = 0; g < 3; ++g) k.sigmoid(s + g * H + j0, len);  // i, f, o
-                k.tanh(s + 3 * H + j0, len);                                  // g
+                for (idx g = 0; g < 3; ++g) simd.sigmoid(s + g * H + j0, len);  // i, f, o
+                simd.tanh(s + 3 * H + j0, len);                                  // g
                 for (idx j = j0; j < j1; ++j) {
                     const T c = s[H + j] * cprev[j] + s[j] * s[3 * H + j];
                     s[4 * H + j] = c;
                     ht[j] = c;
                 }
-                k.tanh(ht + j0, len);
+                simd.tanh(ht + j0, len);
                 for (idx j = j0; j < j1; ++j) ht[j] *= s[2 * H + j];
             });
             team_barrier();
@@ -59,7 +59,7 @@ void lstm_backward(const BackwardArgs<T>& a) {
     const Dims d = a.dims;
     const idx H = d.H, W = LSTM_WS * H;
     const PackedB<T> WhT = pack_b(4 * H, H, row_major(a.Wh, 4 * H).t());  // (4H,H)
-    const Kernels<T>& k = kernels<T>();
+    const Kernels<T>& simd = kernels<T>();
     const int threads = num_threads();
     Buffer<T> dA(d.N * d.T * 4 * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
     Buffer<T> tanh_c(threads * H);  // per thread: tanh(c_t) of its units
@@ -92,7 +92,7 @@ void lstm_backward(const BackwardArgs<T>& a) {
                 const T* s = a.ws + row * W;
                 const T* cprev = t == 0 ? a.c0 + n * H : s - W + 4 * H;
                 std::copy(s + 4 * H + j0, s + 4 * H + j1, tc + j0);
-                k.tanh(tc + j0, j1 - j0);
+                simd.tanh(tc + j0, j1 - j0);
                 for (idx j = j0; j < j1; ++j) {
                     const T i = s[j], f = s[H + j], o = s[2 * H + j], g = s[3 * H + j];
                     const T gh = (a.dh ? a.dh[row * H + j] : T(0)) + dnext[n * H + j];

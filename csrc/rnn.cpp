@@ -23,7 +23,7 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
     const Dims d = a.dims;
     const idx H = d.H;
     const PackedB<T> Wh = pack_b(H, H, row_major(a.Wh, H));  // (H,H), reused by every step
-    const Kernels<T>& k = kernels<T>();
+    const Kernels<T>& simd = kernels<T>();
 
 #pragma omp parallel num_threads(num_threads())
     {
@@ -41,7 +41,7 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
                     ht[j] += a.b[j];
                 }
                 if (act == Activation::tanh) {
-                    k.tanh(ht + j0, j1 - j0);
+                    simd.tanh(ht + j0, j1 - j0);
                 } else {
                     for (idx j = j0; j < j1; ++j) {
                         ht[j] = ht[j] < T(0) ? T(0) : ht[j];  // NaN stays NaN
