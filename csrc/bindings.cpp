@@ -443,6 +443,30 @@ py::tuple step_backward(py::object cache, const std::string& cell, py::object dn
     return py::make_tuple(dx, g[1], g[2], g[3], g[4], g[5], g[6]);
 }
 
+// A·B with fastrnn's own matrix multiply, for benchmarks and tests of the building block.
+template <class T>
+py::array run_matmul(const py::array& A_in, const py::array& B_in) {
+    const CArray<T> A = FloatArgs::contiguous<T>(A_in), B = FloatArgs::contiguous<T>(B_in);
+    const idx M = A.shape(0), K = A.shape(1), N = B.shape(1);
+    py::array C = empty<T>({M, N});
+    {
+        py::gil_scoped_release release;
+        matmul<T>(M, N, K, row_major(A.data(), K), row_major(B.data(), N), mut<T>(C), N);
+    }
+    return C;
+}
+
+py::array matmul_entry(py::object A_obj, py::object B_obj) {
+    const py::array A = as_array(A_obj, "A");
+    const FloatArgs args(A, "A");
+    const py::array B = args.take(B_obj, "B");
+    if (A.ndim() != 2 || B.ndim() != 2 || A.shape(1) != B.shape(0)) {
+        throw py::value_error("matmul needs A (M, K) and B (K, N), got A " + shape_str(shape_of(A)) +
+                              " and B " + shape_str(shape_of(B)));
+    }
+    return args.is_double() ? run_matmul<double>(A, B) : run_matmul<float>(A, B);
+}
+
 Isa parse_isa(const std::string& name) {
     for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
         if (name == isa_name(isa)) return isa;
@@ -472,6 +496,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("step_backward", &step_backward, py::arg("cache"), py::arg("cell"), py::arg("dnext_h"),
           py::arg("dnext_c"), "-> (dx (N,D), dprev_h, dprev_c or None, dWx, dWh, db, dbh or None)");
 
+    m.def("matmul", &matmul_entry, py::arg("A"), py::arg("B"),
+          "A (M,K) · B (K,N) with fastrnn's matrix multiply (for benchmarks and tests).");
     m.def("get_num_threads", &num_threads, "Threads the kernels use.");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Sets the kernels' thread count; n <= 0 restores the default (OMP_NUM_THREADS or all cores).");

@@ -11,7 +11,7 @@ namespace {
 
 // Block sizes: a KC x NR panel of B stays in L1, an MC x KC block of A in L2, and a
 // thread packs at most PANELS_PER_PACK panels of B at a time.
-constexpr idx KC = 256;
+constexpr idx KC = 384;
 constexpr idx MC = 120;
 constexpr idx PANELS_PER_PACK = 16;
 
@@ -44,14 +44,18 @@ void zero_block(T* C, idx ldc, idx i0, idx i1, idx j0, idx j1) {
     }
 }
 
+// Per-thread packing space, grown on demand: for B panels (slot 0) and A tiles (slot 1).
 template <class T>
-std::vector<T>& thread_pack_buffer(idx n) {
-    thread_local std::vector<T> buffer;
-    if (idx(buffer.size()) < n) {
-        buffer.resize(std::size_t(n));
+T* thread_buffer(int slot, idx n) {
+    thread_local std::vector<T> buffers[2];
+    std::vector<T>& b = buffers[slot];
+    if (idx(b.size()) < n) {
+        b.resize(std::size_t(n));
     }
-    return buffer;
+    return b.data();
 }
+
+idx round_up(idx n, idx m) { return (n + m - 1) / m * m; }
 
 }  // namespace
 
@@ -64,7 +68,8 @@ void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, 
         zero_block(C, ldc, s.i0, s.i1, s.p0 * isa.nr, std::min(N, s.p1 * isa.nr));
     }
     if (s.i0 < s.i1 && K > 0) {
-        T* packed = thread_pack_buffer<T>(KC * PANELS_PER_PACK * isa.nr).data();
+        T* packed = thread_buffer<T>(0, KC * PANELS_PER_PACK * isa.nr);
+        T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
         for (idx p0 = s.p0; p0 < s.p1; p0 += PANELS_PER_PACK) {
             const idx p1 = std::min(s.p1, p0 + PANELS_PER_PACK);
             for (idx k0 = 0; k0 < K; k0 += KC) {
@@ -72,7 +77,7 @@ void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, 
                 isa.pack(B, N, k0, kc, p0, p1, packed);
                 for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
                     const idx i1 = std::min(s.i1, i0 + MC);
-                    isa.compute(A, i0, i1, k0, kc, packed, p0, p1, N, accumulate || k0 > 0, C, ldc);
+                    isa.compute(A, i0, i1, k0, kc, packed, p0, p1, N, accumulate || k0 > 0, C, ldc, a_tiles);
                 }
             }
         }
@@ -106,15 +111,27 @@ void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ld
         zero_block(C, ldc, s.i0, s.i1, s.p0 * isa.nr, std::min(N, s.p1 * isa.nr));
     }
     if (s.i0 < s.i1) {
-        for (idx k0 = 0; k0 < K; k0 += KC) {
-            const idx kc = std::min(KC, K - k0);
-            const T* block = B.data.data() + k0 * panels * isa.nr + s.p0 * kc * isa.nr;
-            isa.compute(A, s.i0, s.i1, k0, kc, block, s.p0, s.p1, N, accumulate || k0 > 0, C, ldc);
+        T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
+        for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
+            const idx i1 = std::min(s.i1, i0 + MC);
+            for (idx k0 = 0; k0 < K; k0 += KC) {
+                const idx kc = std::min(KC, K - k0);
+                const T* block = B.data.data() + k0 * panels * isa.nr + s.p0 * kc * isa.nr;
+                isa.compute(A, i0, i1, k0, kc, block, s.p0, s.p1, N, accumulate || k0 > 0, C, ldc, a_tiles);
+            }
         }
     }
     team_barrier();
 }
 
+template <class T>
+void matmul(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, T* C, idx ldc) {
+#pragma omp parallel num_threads(num_threads())
+    gemm<T>(M, N, K, A, B, false, C, ldc);
+}
+
+template void matmul<float>(idx, idx, idx, MatRef<float>, MatRef<float>, float*, idx);
+template void matmul<double>(idx, idx, idx, MatRef<double>, MatRef<double>, double*, idx);
 template void gemm<float>(idx, idx, idx, MatRef<float>, MatRef<float>, bool, float*, idx);
 template void gemm<double>(idx, idx, idx, MatRef<double>, MatRef<double>, bool, double*, idx);
 template PackedB<float> pack_b<float>(idx, idx, MatRef<float>);

@@ -34,6 +34,10 @@ PackedB<T> pack_b(idx K, idx N, MatRef<T> B);
 template <class T>
 void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc);
 
+// C = A·B as a call of its own: opens a team of num_threads() and runs gemm() in it.
+template <class T>
+void matmul(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, T* C, idx ldc);
+
 }  // namespace fastrnn
 
 namespace fastrnn {

@@ -3,11 +3,11 @@
 // instruction set, then includes this file, so every instantiation has its own name and
 // code built for one instruction set never leaks into another.
 //
-// V must provide: T, R (register), W (lanes), MR (tile rows), zero(), load(p), bcast(x),
-// fma(a, b, c) = a*b + c, store(p, r).
+// V must provide: T, R (register), W (lanes), MR (tile rows), zero(), load(p), store(p, r),
+// bcast(x), add(a, b) and fma(a, b, c) = a*b + c.
 //
 // A micro-tile is MR rows x 2W columns of C held in 2*MR registers. Per k it loads two
-// vectors of the packed B panel and broadcasts one element of A per row.
+// vectors of the packed B panel and broadcasts one element of the packed A tile per row.
 
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
@@ -59,19 +59,25 @@ struct Kernel {
                 hi[r] = V::fma(ar, b1, hi[r]);
             }
         }
-        alignas(64) T out[NR];
+        if (nv == NR) {  // full tile: straight to C
+            for (int r = 0; r < M; ++r) {
+                T* cr = c + r * ldc;
+                if (accumulate) {
+                    lo[r] = V::add(lo[r], V::load(cr));
+                    hi[r] = V::add(hi[r], V::load(cr + W));
+                }
+                V::store(cr, lo[r]);
+                V::store(cr + W, hi[r]);
+            }
+            return;
+        }
+        alignas(64) T out[NR];  // edge tile: only the first nv columns exist
         for (int r = 0; r < M; ++r) {
             V::store(out, lo[r]);
             V::store(out + W, hi[r]);
             T* cr = c + r * ldc;
-            if (accumulate) {
-                for (idx j = 0; j < nv; ++j) {
-                    cr[j] += out[j];
-                }
-            } else {
-                for (idx j = 0; j < nv; ++j) {
-                    cr[j] = out[j];
-                }
+            for (idx j = 0; j < nv; ++j) {
+                cr[j] = accumulate ? cr[j] + out[j] : out[j];
             }
         }
     }
@@ -89,16 +95,33 @@ struct Kernel {
         }
     }
 
+    // a_tiles <- A[i0:i1, k0:k0+kc] as row tiles of MR rows, each [k][MR], so the tile
+    // loop broadcasts from one contiguous stream instead of MR strided rows.
+    static void pack_a(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, T* a_tiles) {
+        for (idx i = i0; i < i1; i += MR) {
+            const idx m = min_idx(MR, i1 - i);
+            for (idx k = 0; k < kc; ++k) {
+                const T* src = A.p + i * A.rs + (k0 + k) * A.cs;
+                for (idx r = 0; r < m; ++r) {
+                    a_tiles[k * MR + r] = src[r * A.rs];
+                }
+            }
+            a_tiles += kc * MR;
+        }
+    }
+
     static void compute(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* panels, idx p0,
-                        idx p1, idx N, bool accumulate, T* C, idx ldc) {
+                        idx p1, idx N, bool accumulate, T* C, idx ldc, T* a_tiles) {
+        pack_a(A, i0, i1, k0, kc, a_tiles);
         for (idx p = p0; p < p1; ++p) {
             const T* b = panels + (p - p0) * kc * NR;
             const idx j0 = p * NR;
             const idx nv = min_idx(NR, N - j0);
+            const T* a = a_tiles;
             for (idx i = i0; i < i1; i += MR) {
                 const int m = int(min_idx(MR, i1 - i));
-                const T* a = A.p + i * A.rs + k0 * A.cs;
-                tile_rows<MR>(m, kc, a, A.rs, A.cs, b, C + i * ldc + j0, ldc, accumulate, nv);
+                tile_rows<MR>(m, kc, a, 1, MR, b, C + i * ldc + j0, ldc, accumulate, nv);
+                a += kc * MR;
             }
         }
     }

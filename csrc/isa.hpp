@@ -23,9 +23,10 @@ struct Kernels {
     int mr;  // rows per micro-tile
     // dst <- B[k0:k0+kc, panels p0..p1) as [panel][k][nr], zero-padded past column N.
     void (*pack)(MatRef<T> B, idx N, idx k0, idx kc, idx p0, idx p1, T* dst);
-    // C[i0:i1, panels p0..p1) (+)= A[i0:i1, k0:k0+kc] * panels, panels laid out as pack() writes.
+    // C[i0:i1, panels p0..p1) (+)= A[i0:i1, k0:k0+kc] * panels, panels laid out as pack()
+    // writes. a_scratch holds (i1 - i0 rounded up to mr) * kc values: A's block, repacked.
     void (*compute)(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* panels, idx p0,
-                    idx p1, idx N, bool accumulate, T* C, idx ldc);
+                    idx p1, idx N, bool accumulate, T* C, idx ldc, T* a_scratch);
 
     // Elementwise activations in place over p[0:n]: accurate to a few ulp, NaN in gives NaN.
     void (*sigmoid)(T* p, idx n);
