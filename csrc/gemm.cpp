@@ -59,26 +59,43 @@ idx round_up(idx n, idx m) { return (n + m - 1) / m * m; }
 
 }  // namespace
 
+// With few rows of A, packing B would cost as much as the product itself, so full panels
+// of a row-major B are read in place; only a ragged last panel is packed. Short K blocks
+// then keep the rows being read few enough for the TLB and the prefetchers.
+constexpr idx DIRECT_MAX_ROWS = 32;
+constexpr idx DIRECT_KC = 64;
+
 template <class T>
 void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, idx ldc) {
     const Kernels<T>& isa = kernels<T>();
-    const idx panels = (N + isa.nr - 1) / isa.nr;
+    const idx nr = isa.nr;
+    const idx panels = (N + nr - 1) / nr;
     const Share s = my_block(M, panels);
     if (K == 0 && !accumulate) {
-        zero_block(C, ldc, s.i0, s.i1, s.p0 * isa.nr, std::min(N, s.p1 * isa.nr));
+        zero_block(C, ldc, s.i0, s.i1, s.p0 * nr, std::min(N, s.p1 * nr));
     }
-    if (s.i0 < s.i1 && K > 0) {
-        T* packed = thread_buffer<T>(0, KC * PANELS_PER_PACK * isa.nr);
-        T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
-        for (idx p0 = s.p0; p0 < s.p1; p0 += PANELS_PER_PACK) {
+    if (s.i0 >= s.i1 || K == 0) {
+        team_barrier();
+        return;
+    }
+    T* packed = thread_buffer<T>(0, KC * PANELS_PER_PACK * nr);
+    T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
+    const bool direct = B.cs == 1 && M <= DIRECT_MAX_ROWS;
+    const idx in_place_end = direct ? std::min(s.p1, N / nr) : s.p0;  // full panels read in place
+    const idx kc_max = direct ? DIRECT_KC : KC;
+    for (idx k0 = 0; k0 < K; k0 += kc_max) {
+        const idx kc = std::min(kc_max, K - k0);
+        const bool acc = accumulate || k0 > 0;
+        if (in_place_end > s.p0) {
+            const T* b = B.p + k0 * B.rs + s.p0 * nr;
+            isa.compute(A, s.i0, s.i1, k0, kc, b, B.rs, nr, s.p0, in_place_end, N, acc, C, ldc, a_tiles);
+        }
+        for (idx p0 = std::max(s.p0, in_place_end); p0 < s.p1; p0 += PANELS_PER_PACK) {
             const idx p1 = std::min(s.p1, p0 + PANELS_PER_PACK);
-            for (idx k0 = 0; k0 < K; k0 += KC) {
-                const idx kc = std::min(KC, K - k0);
-                isa.pack(B, N, k0, kc, p0, p1, packed);
-                for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
-                    const idx i1 = std::min(s.i1, i0 + MC);
-                    isa.compute(A, i0, i1, k0, kc, packed, p0, p1, N, accumulate || k0 > 0, C, ldc, a_tiles);
-                }
+            isa.pack(B, N, k0, kc, p0, p1, packed);
+            for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
+                const idx i1 = std::min(s.i1, i0 + MC);
+                isa.compute(A, i0, i1, k0, kc, packed, nr, kc * nr, p0, p1, N, acc, C, ldc, a_tiles);
             }
         }
     }
@@ -87,14 +104,19 @@ void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, 
 
 // Layout: K blocks of KC rows; inside a block, every panel's kc x nr values in turn.
 template <class T>
-PackedB<T> pack_b(idx K, idx N, MatRef<T> B) {
+PackedB<T> pack_b(idx K, idx N, MatRef<T> B, idx uses) {
     PackedB<T> out;
     out.K = K;
     out.N = N;
+    out.source = B;
     out.isa = active_isa();
+    if (uses <= 1 && B.cs == 1) {
+        return out;  // used once: gemm() reads it in place
+    }
     const Kernels<T>& isa = kernels<T>(out.isa);
     const idx panels = (N + isa.nr - 1) / isa.nr;
     out.data = Buffer<T>(K * panels * isa.nr);
+    out.packed = true;
     for (idx k0 = 0; k0 < K; k0 += KC) {
         isa.pack(B, N, k0, std::min(KC, K - k0), 0, panels, out.data.data() + k0 * panels * isa.nr);
     }
@@ -103,12 +125,16 @@ PackedB<T> pack_b(idx K, idx N, MatRef<T> B) {
 
 template <class T>
 void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc) {
+    if (!B.packed) {
+        gemm<T>(M, B.N, B.K, A, B.source, accumulate, C, ldc);
+        return;
+    }
     const Kernels<T>& isa = kernels<T>(B.isa);
-    const idx N = B.N, K = B.K;
-    const idx panels = (N + isa.nr - 1) / isa.nr;
+    const idx N = B.N, K = B.K, nr = isa.nr;
+    const idx panels = (N + nr - 1) / nr;
     const Share s = my_block(M, panels);
     if (K == 0 && !accumulate) {
-        zero_block(C, ldc, s.i0, s.i1, s.p0 * isa.nr, std::min(N, s.p1 * isa.nr));
+        zero_block(C, ldc, s.i0, s.i1, s.p0 * nr, std::min(N, s.p1 * nr));
     }
     if (s.i0 < s.i1) {
         T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
@@ -116,8 +142,9 @@ void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ld
             const idx i1 = std::min(s.i1, i0 + MC);
             for (idx k0 = 0; k0 < K; k0 += KC) {
                 const idx kc = std::min(KC, K - k0);
-                const T* block = B.data.data() + k0 * panels * isa.nr + s.p0 * kc * isa.nr;
-                isa.compute(A, i0, i1, k0, kc, block, s.p0, s.p1, N, accumulate || k0 > 0, C, ldc, a_tiles);
+                const T* block = B.data.data() + k0 * panels * nr + s.p0 * kc * nr;
+                isa.compute(A, i0, i1, k0, kc, block, nr, kc * nr, s.p0, s.p1, N, accumulate || k0 > 0,
+                            C, ldc, a_tiles);
             }
         }
     }
@@ -134,8 +161,8 @@ template void matmul<float>(idx, idx, idx, MatRef<float>, MatRef<float>, float*,
 template void matmul<double>(idx, idx, idx, MatRef<double>, MatRef<double>, double*, idx);
 template void gemm<float>(idx, idx, idx, MatRef<float>, MatRef<float>, bool, float*, idx);
 template void gemm<double>(idx, idx, idx, MatRef<double>, MatRef<double>, bool, double*, idx);
-template PackedB<float> pack_b<float>(idx, idx, MatRef<float>);
-template PackedB<double> pack_b<double>(idx, idx, MatRef<double>);
+template PackedB<float> pack_b<float>(idx, idx, MatRef<float>, idx);
+template PackedB<double> pack_b<double>(idx, idx, MatRef<double>, idx);
 template void gemm<float>(idx, MatRef<float>, const PackedB<float>&, bool, float*, idx);
 template void gemm<double>(idx, MatRef<double>, const PackedB<double>&, bool, double*, idx);
 

@@ -16,10 +16,13 @@
 
 namespace fastrnn {
 
-// B laid out once in the micro-kernel's panel order, for products repeated every step.
+// B laid out once in the micro-kernel's panel order, for products repeated every step;
+// or, when it will be used only once, just a reference to it.
 template <class T>
 struct PackedB {
     idx K = 0, N = 0;
+    MatRef<T> source{nullptr, 0, 0};
+    bool packed = false;
     Isa isa = Isa::generic;
     Buffer<T> data;
 };
@@ -28,8 +31,9 @@ template <class T>
 void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, idx ldc);
 
 // Not team-shared: call it before the parallel region (it is cheap next to the steps).
+// `uses` is how many products will read it; B must outlive the result.
 template <class T>
-PackedB<T> pack_b(idx K, idx N, MatRef<T> B);
+PackedB<T> pack_b(idx K, idx N, MatRef<T> B, idx uses);
 
 template <class T>
 void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc);

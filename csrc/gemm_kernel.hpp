@@ -40,9 +40,9 @@ struct Kernel {
         }
     }
 
-    // C (M x nv, row stride ldc) (+)= a (M x kc, strides ars/acs) * b (kc x NR, packed).
+    // C (M x nv, row stride ldc) (+)= a (M x kc, strides ars/acs) * b (kc x NR, rows b_row apart).
     template <int M>
-    static void tile(idx kc, const T* a, idx ars, idx acs, const T* b, T* c, idx ldc,
+    static void tile(idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row, T* c, idx ldc,
                      bool accumulate, idx nv) {
         R lo[M], hi[M];
         for (int r = 0; r < M; ++r) {
@@ -52,7 +52,7 @@ struct Kernel {
         for (idx k = 0; k < kc; ++k) {
             const R b0 = V::load(b);
             const R b1 = V::load(b + W);
-            b += NR;
+            b += b_row;
             for (int r = 0; r < M; ++r) {
                 const R ar = V::bcast(a[r * ars + k * acs]);
                 lo[r] = V::fma(ar, b0, lo[r]);
@@ -84,13 +84,13 @@ struct Kernel {
 
     // Picks the tile height m (1..MR) at run time; only the last row block is short.
     template <int M>
-    static void tile_rows(int m, idx kc, const T* a, idx ars, idx acs, const T* b, T* c,
-                          idx ldc, bool accumulate, idx nv) {
+    static void tile_rows(int m, idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row,
+                          T* c, idx ldc, bool accumulate, idx nv) {
         if constexpr (M > 0) {
             if (m == M) {
-                tile<M>(kc, a, ars, acs, b, c, ldc, accumulate, nv);
+                tile<M>(kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
             } else {
-                tile_rows<M - 1>(m, kc, a, ars, acs, b, c, ldc, accumulate, nv);
+                tile_rows<M - 1>(m, kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
             }
         }
     }
@@ -110,17 +110,18 @@ struct Kernel {
         }
     }
 
-    static void compute(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* panels, idx p0,
-                        idx p1, idx N, bool accumulate, T* C, idx ldc, T* a_tiles) {
+    static void compute(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* b0, idx b_row,
+                        idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
+                        T* a_tiles) {
         pack_a(A, i0, i1, k0, kc, a_tiles);
         for (idx p = p0; p < p1; ++p) {
-            const T* b = panels + (p - p0) * kc * NR;
+            const T* b = b0 + (p - p0) * b_panel;
             const idx j0 = p * NR;
             const idx nv = min_idx(NR, N - j0);
             const T* a = a_tiles;
             for (idx i = i0; i < i1; i += MR) {
                 const int m = int(min_idx(MR, i1 - i));
-                tile_rows<MR>(m, kc, a, 1, MR, b, C + i * ldc + j0, ldc, accumulate, nv);
+                tile_rows<MR>(m, kc, a, 1, MR, b, b_row, C + i * ldc + j0, ldc, accumulate, nv);
                 a += kc * MR;
             }
         }

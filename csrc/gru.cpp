@@ -31,9 +31,9 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
     const T* bh = a.bh;
     // Reset after: one product per step with all of Wh (H,3H). Reset before: r and z need
     // h·Wh_rz (H,2H) first, and n needs (r∘h)·Wh_n (H,H) after.
-    const PackedB<T> Wh = reset_after ? pack_b(H, 3 * H, row_major(a.Wh, 3 * H))
-                                      : pack_b(H, 2 * H, row_major(a.Wh, 3 * H));
-    const PackedB<T> Wh_n = reset_after ? PackedB<T>() : pack_b(H, H, row_major(a.Wh + 2 * H, 3 * H));
+    const PackedB<T> Wh = reset_after ? pack_b(H, 3 * H, row_major(a.Wh, 3 * H), d.T)
+                                      : pack_b(H, 2 * H, row_major(a.Wh, 3 * H), d.T);
+    const PackedB<T> Wh_n = reset_after ? PackedB<T>() : pack_b(H, H, row_major(a.Wh + 2 * H, 3 * H), d.T);
     Buffer<T> ah(d.N * 3 * H);  // this step's recurrent products (N,3H)
     const Kernels<T>& simd = kernels<T>();
 
@@ -106,8 +106,8 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
     const idx H = d.H, W = GRU_WS * H;
     // dh_{t-1} gets dAh·Whᵀ: all of Wh (reset after), or Wh_rz and Wh_n in two parts (before).
     const MatRef<T> Wh = row_major(a.Wh, 3 * H);
-    const PackedB<T> WhT = reset_after ? pack_b(3 * H, H, Wh.t()) : pack_b(2 * H, H, Wh.t());
-    const PackedB<T> Wh_nT = reset_after ? PackedB<T>() : pack_b(H, H, Wh.at(0, 2 * H).t());
+    const PackedB<T> WhT = reset_after ? pack_b(3 * H, H, Wh.t(), d.T) : pack_b(2 * H, H, Wh.t(), d.T);
+    const PackedB<T> Wh_nT = reset_after ? PackedB<T>() : pack_b(H, H, Wh.at(0, 2 * H).t(), d.T);
     // dAx is the gradient of ax; dAh, of ah. They differ only in the n slot, and only when
     // the reset comes after (dah_n = dax_n∘r); before, they are the same array.
     Buffer<T> dAx(d.N * d.T * 3 * H), dAh_own(reset_after ? d.N * d.T * 3 * H : 0);

@@ -23,10 +23,13 @@ struct Kernels {
     int mr;  // rows per micro-tile
     // dst <- B[k0:k0+kc, panels p0..p1) as [panel][k][nr], zero-padded past column N.
     void (*pack)(MatRef<T> B, idx N, idx k0, idx kc, idx p0, idx p1, T* dst);
-    // C[i0:i1, panels p0..p1) (+)= A[i0:i1, k0:k0+kc] * panels, panels laid out as pack()
-    // writes. a_scratch holds (i1 - i0 rounded up to mr) * kc values: A's block, repacked.
-    void (*compute)(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* panels, idx p0,
-                    idx p1, idx N, bool accumulate, T* C, idx ldc, T* a_scratch);
+    // C[i0:i1, panels p0..p1) (+)= A[i0:i1, k0:k0+kc] * B[k0:k0+kc, panels p0..p1).
+    // Row k of panel p is at b + (p - p0) * b_panel + k * b_row: packed panels have
+    // b_row = nr and b_panel = kc * nr; a row-major B used in place, b_row = ldb and
+    // b_panel = nr. a_scratch holds (i1 - i0 rounded up to mr) * kc values.
+    void (*compute)(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* b, idx b_row,
+                    idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
+                    T* a_scratch);
 
     // Elementwise activations in place over p[0:n]: accurate to a few ulp, NaN in gives NaN.
     void (*sigmoid)(T* p, idx n);

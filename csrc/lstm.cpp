@@ -12,7 +12,7 @@ template <class T>
 void lstm_forward(const ForwardArgs<T>& a) {
     const Dims d = a.dims;
     const idx H = d.H, W = LSTM_WS * H;
-    const PackedB<T> Wh = pack_b(H, 4 * H, row_major(a.Wh, 4 * H));  // (H,4H), reused every step
+    const PackedB<T> Wh = pack_b(H, 4 * H, row_major(a.Wh, 4 * H), d.T);  // (H,4H), reused every step
     const Kernels<T>& simd = kernels<T>();
 
 #pragma omp parallel num_threads(num_threads())
@@ -58,7 +58,7 @@ template <class T>
 void lstm_backward(const BackwardArgs<T>& a) {
     const Dims d = a.dims;
     const idx H = d.H, W = LSTM_WS * H;
-    const PackedB<T> WhT = pack_b(4 * H, H, row_major(a.Wh, 4 * H).t());  // (4H,H)
+    const PackedB<T> WhT = pack_b(4 * H, H, row_major(a.Wh, 4 * H).t(), d.T);  // (4H,H)
     const Kernels<T>& simd = kernels<T>();
     const int threads = num_threads();
     Buffer<T> dA(d.N * d.T * 4 * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);

@@ -22,7 +22,7 @@ template <class T>
 void rnn_forward(const ForwardArgs<T>& a, Activation act) {
     const Dims d = a.dims;
     const idx H = d.H;
-    const PackedB<T> Wh = pack_b(H, H, row_major(a.Wh, H));  // (H,H), reused by every step
+    const PackedB<T> Wh = pack_b(H, H, row_major(a.Wh, H), d.T);  // (H,H), reused by every step
     const Kernels<T>& simd = kernels<T>();
 
 #pragma omp parallel num_threads(num_threads())
@@ -58,7 +58,7 @@ template <class T>
 void rnn_backward(const BackwardArgs<T>& a, Activation act) {
     const Dims d = a.dims;
     const idx H = d.H;
-    const PackedB<T> WhT = pack_b(H, H, row_major(a.Wh, H).t());  // Whᵀ for dh_{t-1} = dA_t·Whᵀ
+    const PackedB<T> WhT = pack_b(H, H, row_major(a.Wh, H).t(), d.T);  // Whᵀ for dh_{t-1} = dA_t·Whᵀ
     Buffer<T> dA(d.N * d.T * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
 
 #pragma omp parallel num_threads(num_threads())
