@@ -192,6 +192,15 @@ py::array zeros(const std::vector<idx>& shape) {
     return a;
 }
 
+// A new C-contiguous array with a's values.
+template <class T>
+py::array copy_of(const py::array& a) {
+    py::array out = empty<T>(shape_of(a));
+    const CArray<T> src = FloatArgs::contiguous<T>(a);
+    std::copy(src.data(), src.data() + src.size(), mut<T>(out));
+    return out;
+}
+
 struct ForwardInputs {
     CellSpec spec;
     Activation act;
@@ -269,10 +278,10 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     cache->is_double = std::is_same<T, double>::value;
     cache->dims = {N, Tn, D, H};
     cache->x = FloatArgs::contiguous<T>(in.x);
-    cache->h0 = FloatArgs::contiguous<T>(h0);
+    cache->h0 = copy_of<T>(h0);  // small: a private copy, safe from later changes
     cache->Wx = FloatArgs::contiguous<T>(Wx);
     cache->Wh = FloatArgs::contiguous<T>(Wh);
-    if (spec.has_c) cache->c0 = FloatArgs::contiguous<T>(c0);
+    if (spec.has_c) cache->c0 = copy_of<T>(c0);
     cache->lengths = lengths;
     py::array bc = FloatArgs::contiguous<T>(b);
     py::array bhc = spec.has_bh ? py::array(FloatArgs::contiguous<T>(bh)) : py::array();
@@ -302,7 +311,8 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
         else if (spec.name == "lstm") lstm_forward(a);
         else gru_forward(a, in.reset_after);
     }
-    py::array h = cache->h;
+    // The caller gets its own h: changing it must not change what backward sees.
+    py::array h = copy_of<T>(cache->h);
     return py::make_tuple(h, hT, spec.has_c ? py::object(cT) : py::none(), py::cast(std::move(cache)));
 }
 
@@ -313,17 +323,20 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
     const Dims d = c.dims;
     const idx GH = c.spec.gates * d.H;
     const FloatArgs args(c.x, "the forward input x");
+    // A default py::array is an empty array, not a null handle: keep "absent" explicit.
+    const bool has_dh = !dh_obj.is_none(), has_dhT = !dhT_obj.is_none(), has_dcT = !dcT_obj.is_none();
     py::array dh, dhT, dcT;
-    if (!dh_obj.is_none()) {
-        dh = FloatArgs::contiguous<T>(args.take(dh_obj, dh_name));
+    if (has_dh) {
+        dh = args.take(dh_obj, dh_name);
         expect_shape(dh, dh_name, {d.N, d.T, d.H}, "(N, T, H)");
+        dh = FloatArgs::contiguous<T>(dh);
     }
-    if (!dhT_obj.is_none()) {
+    if (has_dhT) {
         dhT = args.take(dhT_obj, dhT_name);
         expect_shape(dhT, dhT_name, {d.N, d.H}, "(N, H)");
         dhT = FloatArgs::contiguous<T>(dhT);
     }
-    if (!dcT_obj.is_none()) {
+    if (has_dcT) {
         if (!c.spec.has_c) {
             throw py::value_error(dcT_name + " is only defined for the LSTM, not for a " + c.spec.name);
         }
@@ -347,9 +360,9 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
     a.Wh = ptr<T>(c.Wh);
     a.h = ptr<T>(c.h);
     a.ws = ptr<T>(c.ws);
-    a.dh = dh ? ptr<T>(dh) : nullptr;
-    a.dhT = dhT ? ptr<T>(dhT) : nullptr;
-    a.dcT = dcT ? ptr<T>(dcT) : nullptr;
+    a.dh = has_dh ? ptr<T>(dh) : nullptr;
+    a.dhT = has_dhT ? ptr<T>(dhT) : nullptr;
+    a.dcT = has_dcT ? ptr<T>(dcT) : nullptr;
     a.dx = mut<T>(dx);
     a.dh0 = mut<T>(dh0);
     a.dc0 = c.spec.has_c ? mut<T>(dc0) : nullptr;
@@ -397,8 +410,7 @@ py::tuple sequence_forward(const std::string& cell, py::object x, py::object h0,
                            py::object Wx, py::object Wh, py::object b, py::object bh,
                            py::object lengths, py::object nonlinearity, bool reset_after) {
     const CellSpec spec = cell_spec(cell);
-    ForwardInputs in{spec, Activation::tanh, reset_after, false, "(N, T, D)", {}, h0, c0, Wx, Wh, b, bh, lengths, "h0", "c0"};
-    if (spec.name == "rnn") in.act = parse_nonlinearity(nonlinearity);
+    ForwardInputs in{spec, parse_nonlinearity(nonlinearity), reset_after, false, "(N, T, D)", {}, h0, c0, Wx, Wh, b, bh, lengths, "h0", "c0"};
     in.x = as_array(x, "x");
     if (in.x.ndim() != 3) {
         throw py::value_error("x must be 3-D with shape (N, T, D), got a " + std::to_string(in.x.ndim()) +
@@ -411,8 +423,7 @@ py::tuple step_forward(const std::string& cell, py::object x, py::object prev_h,
                        py::object Wx, py::object Wh, py::object b, py::object bh,
                        py::object nonlinearity, bool reset_after) {
     const CellSpec spec = cell_spec(cell);
-    ForwardInputs in{spec, Activation::tanh, reset_after, true, "(N, D)", {}, prev_h, prev_c, Wx, Wh, b, bh, py::none(), "prev_h", "prev_c"};
-    if (spec.name == "rnn") in.act = parse_nonlinearity(nonlinearity);
+    ForwardInputs in{spec, parse_nonlinearity(nonlinearity), reset_after, true, "(N, D)", {}, prev_h, prev_c, Wx, Wh, b, bh, py::none(), "prev_h", "prev_c"};
     if (prev_h.is_none()) throw py::type_error("prev_h must be an array, got None");
     if (spec.has_c && prev_c.is_none()) throw py::type_error("prev_c must be an array, got None");
     py::array xa = as_array(x, "x");

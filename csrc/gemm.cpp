@@ -63,7 +63,7 @@ idx round_up(idx n, idx m) { return (n + m - 1) / m * m; }
 // of a row-major B are read in place; only a ragged last panel is packed. Short K blocks
 // then keep the rows being read few enough for the TLB and the prefetchers.
 constexpr idx DIRECT_MAX_ROWS = 32;
-constexpr idx DIRECT_KC = 64;
+constexpr idx DIRECT_KC = 16;
 
 template <class T>
 void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, idx ldc) {

@@ -4,7 +4,7 @@
 // code built for one instruction set never leaks into another.
 //
 // V must provide: T, R (register), W (lanes), MR (tile rows), zero(), load(p), store(p, r),
-// bcast(x), add(a, b) and fma(a, b, c) = a*b + c.
+// bcast(x), add(a, b), fma(a, b, c) = a*b + c, and WIDE (panels per wide tile).
 //
 // A micro-tile is MR rows x 2W columns of C held in 2*MR registers. Per k it loads two
 // vectors of the packed B panel and broadcasts one element of the packed A tile per row.
@@ -95,6 +95,34 @@ struct Kernel {
         }
     }
 
+    // One or two rows across WIDE panels at once. A tile of one panel would leave these
+    // rows only 2 or 4 independent FMA chains, too few to hide the FMA latency.
+    static constexpr int WIDE = V::WIDE;
+    template <int M>
+    static void wide_tile(idx kc, const T* a, idx acs, const T* b, idx b_row, idx b_panel, T* c,
+                          idx ldc, bool accumulate) {
+        constexpr int U = 2 * WIDE;  // vectors per row
+        R acc[M][U];
+        for (int r = 0; r < M; ++r) {
+            for (int u = 0; u < U; ++u) acc[r][u] = V::zero();
+        }
+        for (idx k = 0; k < kc; ++k) {
+            R bv[U];
+            for (int u = 0; u < U; ++u) bv[u] = V::load(b + (u / 2) * b_panel + (u % 2) * W);
+            b += b_row;
+            for (int r = 0; r < M; ++r) {
+                const R ar = V::bcast(a[r + k * acs]);
+                for (int u = 0; u < U; ++u) acc[r][u] = V::fma(ar, bv[u], acc[r][u]);
+            }
+        }
+        for (int r = 0; r < M; ++r) {
+            for (int u = 0; u < U; ++u) {
+                T* cu = c + r * ldc + u * W;
+                V::store(cu, accumulate ? V::add(acc[r][u], V::load(cu)) : acc[r][u]);
+            }
+        }
+    }
+
     // a_tiles <- A[i0:i1, k0:k0+kc] as row tiles of MR rows, each [k][MR], so the tile
     // loop broadcasts from one contiguous stream instead of MR strided rows.
     static void pack_a(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, T* a_tiles) {
@@ -114,14 +142,28 @@ struct Kernel {
                         idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
                         T* a_tiles) {
         pack_a(A, i0, i1, k0, kc, a_tiles);
-        for (idx p = p0; p < p1; ++p) {
+        idx p = p0;
+        const idx m = i1 - i0;
+        if (m <= 2) {
+            const idx full = N / NR;  // panels with all NR columns present
+            for (; p + WIDE <= p1 && p + WIDE <= full; p += WIDE) {
+                const T* b = b0 + (p - p0) * b_panel;
+                T* c = C + i0 * ldc + p * NR;
+                if (m == 1) {
+                    wide_tile<1>(kc, a_tiles, MR, b, b_row, b_panel, c, ldc, accumulate);
+                } else {
+                    wide_tile<2>(kc, a_tiles, MR, b, b_row, b_panel, c, ldc, accumulate);
+                }
+            }
+        }
+        for (; p < p1; ++p) {
             const T* b = b0 + (p - p0) * b_panel;
             const idx j0 = p * NR;
             const idx nv = min_idx(NR, N - j0);
             const T* a = a_tiles;
             for (idx i = i0; i < i1; i += MR) {
-                const int m = int(min_idx(MR, i1 - i));
-                tile_rows<MR>(m, kc, a, 1, MR, b, b_row, C + i * ldc + j0, ldc, accumulate, nv);
+                const int mi = int(min_idx(MR, i1 - i));
+                tile_rows<MR>(mi, kc, a, 1, MR, b, b_row, C + i * ldc + j0, ldc, accumulate, nv);
                 a += kc * MR;
             }
         }

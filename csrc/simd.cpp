@@ -33,7 +33,7 @@ namespace {
 struct F32 {
     using T = float;
     using R = __m512;
-    static constexpr int W = 16, MR = 12;
+    static constexpr int W = 16, MR = 12, WIDE = 4;
     static R zero() { return _mm512_setzero_ps(); }
     static R load(const T* p) { return _mm512_loadu_ps(p); }
     static void store(T* p, R r) { _mm512_storeu_ps(p, r); }
@@ -53,7 +53,7 @@ struct F32 {
 struct F64 {
     using T = double;
     using R = __m512d;
-    static constexpr int W = 8, MR = 12;
+    static constexpr int W = 8, MR = 12, WIDE = 4;
     static R zero() { return _mm512_setzero_pd(); }
     static R load(const T* p) { return _mm512_loadu_pd(p); }
     static void store(T* p, R r) { _mm512_storeu_pd(p, r); }
@@ -77,7 +77,7 @@ struct F64 {
 struct F32 {
     using T = float;
     using R = __m256;
-    static constexpr int W = 8, MR = 6;
+    static constexpr int W = 8, MR = 6, WIDE = 2;
     static R zero() { return _mm256_setzero_ps(); }
     static R load(const T* p) { return _mm256_loadu_ps(p); }
     static void store(T* p, R r) { _mm256_storeu_ps(p, r); }
@@ -97,7 +97,7 @@ struct F32 {
 struct F64 {
     using T = double;
     using R = __m256d;
-    static constexpr int W = 4, MR = 6;
+    static constexpr int W = 4, MR = 6, WIDE = 2;
     static R zero() { return _mm256_setzero_pd(); }
     static R load(const T* p) { return _mm256_loadu_pd(p); }
     static void store(T* p, R r) { _mm256_storeu_pd(p, r); }
@@ -127,7 +127,7 @@ struct Plain {
     struct R {
         T v[Lanes];
     };
-    static constexpr int W = Lanes, MR = 4;
+    static constexpr int W = Lanes, MR = 4, WIDE = 2;
     static constexpr int mantissa_bits = sizeof(T) == 4 ? 23 : 52;
     static constexpr Bits bias = sizeof(T) == 4 ? 127 : 1023;
 

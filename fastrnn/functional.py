@@ -194,7 +194,7 @@ def sequence_backward(
 
 
 def _check_cell(cell: object) -> str:
-    if cell not in _PARAMS:
+    if not isinstance(cell, str) or cell not in _PARAMS:
         raise ValueError(f"cell must be 'rnn', 'lstm' or 'gru', got {cell!r}")
     return str(cell)
 
