@@ -1,0 +1,71 @@
+"""The kernels' thread pool: the explicit setter, OMP_NUM_THREADS and threadpoolctl."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastrnn
+
+
+@pytest.fixture
+def restore_threads():
+    yield
+    fastrnn.set_num_threads(0)
+
+
+def test_set_num_threads_is_reported_by_get_num_threads(restore_threads):
+    fastrnn.set_num_threads(1)
+    assert fastrnn.get_num_threads() == 1
+    fastrnn.set_num_threads(3)
+    assert fastrnn.get_num_threads() == 3
+
+
+def test_set_num_threads_zero_restores_the_default(restore_threads):
+    default = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(1)
+    fastrnn.set_num_threads(0)
+    assert fastrnn.get_num_threads() == default
+
+
+def test_omp_num_threads_sets_the_default():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", "import fastrnn; print(fastrnn.get_num_threads())"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
+def test_threadpoolctl_sees_and_limits_the_kernels_pool(restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    assert fastrnn.build_info()["openmp"], "this test needs the OpenMP build"
+    apis = {d["user_api"] for d in threadpoolctl.threadpool_info()}
+    assert "openmp" in apis
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert fastrnn.get_num_threads() == 1
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((2, 3, 4))
+        h, _ = fastrnn.rnn_forward(x, np.zeros((2, 5)), rng.standard_normal((4, 5)),
+                                   rng.standard_normal((5, 5)), np.zeros(5))
+        assert h.shape == (2, 3, 5)
+
+
+def test_gil_is_released_so_python_threads_run_kernels_concurrently():
+    # Results from 4 Python threads equal the serial results bitwise.
+    import threading
+
+    rng = np.random.default_rng(1)
+    args = [rng.standard_normal(s) for s in [(8, 20, 16), (8, 32), (16, 128), (32, 128), (128,)]]
+    want, _ = fastrnn.lstm_forward(*args)
+    got = [None] * 4
+
+    def work(i):
+        got[i], _ = fastrnn.lstm_forward(*args)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g in got:
+        np.testing.assert_array_equal(g, want)
