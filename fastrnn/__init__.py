@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Dict, Union
 
-from . import functional, reference
+from . import _core, data, functional, interop, layers, models, optim, reference
 from ._core import get_num_threads, set_num_threads
 from .functional import *  # noqa: F401,F403  (the names listed in functional.__all__)
-from . import _core
+from .layers import GRU, LSTM, RNN, Embedding, Layer, TemporalAffine, temporal_softmax_loss
+from .models import CaptioningRNN, CharRNN
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,20 @@ __all__ = [
     *functional.__all__,
     "functional",
     "reference",
+    "layers",
+    "models",
+    "optim",
+    "data",
+    "interop",
+    "Layer",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "Embedding",
+    "TemporalAffine",
+    "temporal_softmax_loss",
+    "CharRNN",
+    "CaptioningRNN",
     "get_num_threads",
     "set_num_threads",
     "build_info",
