@@ -183,9 +183,10 @@ def test_load_errors_name_the_key():
         from_torch_module(torch.nn.Linear(2, 3))
 
 
-def test_interop_does_not_import_torch():
+def test_interop_does_not_import_torch(tmp_path):
     code = "import sys, fastrnn.interop, fastrnn.layers, fastrnn.models; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # Run away from the source tree, so the installed package is the one imported.
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 def test_report_worst_errors():

@@ -362,8 +362,10 @@ def test_set_isa_selects_each_supported_kernel(name):
 
 
 @pytest.mark.parametrize("value", list(ISAS) + ["bogus"])
-def test_fastrnn_isa_environment_variable_selects_kernel_at_import(value):
+def test_fastrnn_isa_environment_variable_selects_kernel_at_import(value, tmp_path):
     env = dict(os.environ, FASTRNN_ISA=value)
     code = "from fastrnn import _core; print(_core.isa())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    # Run away from the source tree, so the installed package is the one imported.
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert out.stdout.strip() == (value if value in ISAS else _core.best_isa())

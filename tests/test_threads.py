@@ -29,10 +29,11 @@ def test_set_num_threads_zero_restores_the_default(restore_threads):
     assert fastrnn.get_num_threads() == default
 
 
-def test_omp_num_threads_sets_the_default():
+def test_omp_num_threads_sets_the_default(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # Run away from the source tree, so the installed package is the one imported.
     out = subprocess.run([sys.executable, "-c", "import fastrnn; print(fastrnn.get_num_threads())"],
-                         env=env, capture_output=True, text=True, check=True)
+                         env=env, capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "1"
 
 
