@@ -15,26 +15,6 @@ constexpr idx KC = 384;
 constexpr idx MC = 120;
 constexpr idx PANELS_PER_PACK = 16;
 
-// This thread's rows [i0, i1) and panels [p0, p1). Threads split the panels; when there
-// are fewer panels than threads, they split the rows as well.
-struct Share {
-    idx i0, i1, p0, p1;
-};
-Share my_block(idx M, idx panels) {
-    const int size = team_size(), rank = team_rank();
-    int row_groups = 1;
-    if (panels < size) {
-        row_groups = int(size / (panels > 0 ? panels : 1));
-    }
-    const int col_groups = size / row_groups;
-    if (rank >= row_groups * col_groups) {
-        return {0, 0, 0, 0};
-    }
-    const Range rows = team_share(M, rank / col_groups, row_groups);
-    const Range cols = team_share(panels, rank % col_groups, col_groups);
-    return {rows.begin, rows.end, cols.begin, cols.end};
-}
-
 template <class T>
 void zero_block(T* C, idx ldc, idx i0, idx i1, idx j0, idx j1) {
     for (idx i = i0; i < i1; ++i) {
@@ -67,35 +47,29 @@ constexpr idx DIRECT_KC = 16;
 
 template <class T>
 void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, idx ldc) {
-    const Kernels<T>& isa = kernels<T>();
-    const idx nr = isa.nr;
-    const idx panels = (N + nr - 1) / nr;
-    const Share s = my_block(M, panels);
-    if (K == 0 && !accumulate) {
-        zero_block(C, ldc, s.i0, s.i1, s.p0 * nr, std::min(N, s.p1 * nr));
-    }
-    if (s.i0 >= s.i1 || K == 0) {
-        team_barrier();
+    if (B.cs == 1 && M <= DIRECT_MAX_ROWS) {
+        gemm<T>(M, A, pack_b(K, N, B, 1), accumulate, C, ldc);  // B read in place
         return;
     }
-    T* packed = thread_buffer<T>(0, KC * PANELS_PER_PACK * nr);
-    T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
-    const bool direct = B.cs == 1 && M <= DIRECT_MAX_ROWS;
-    const idx in_place_end = direct ? std::min(s.p1, N / nr) : s.p0;  // full panels read in place
-    const idx kc_max = direct ? DIRECT_KC : KC;
-    for (idx k0 = 0; k0 < K; k0 += kc_max) {
-        const idx kc = std::min(kc_max, K - k0);
-        const bool acc = accumulate || k0 > 0;
-        if (in_place_end > s.p0) {
-            const T* b = B.p + k0 * B.rs + s.p0 * nr;
-            isa.compute(A, s.i0, s.i1, k0, kc, b, B.rs, nr, s.p0, in_place_end, N, acc, C, ldc, a_tiles);
-        }
-        for (idx p0 = std::max(s.p0, in_place_end); p0 < s.p1; p0 += PANELS_PER_PACK) {
-            const idx p1 = std::min(s.p1, p0 + PANELS_PER_PACK);
-            isa.pack(B, N, k0, kc, p0, p1, packed);
-            for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
-                const idx i1 = std::min(s.i1, i0 + MC);
-                isa.compute(A, i0, i1, k0, kc, packed, nr, kc * nr, p0, p1, N, acc, C, ldc, a_tiles);
+    const Kernels<T>& isa = kernels<T>();
+    const idx nr = isa.nr;
+    const Block s = block_of(M, (N + nr - 1) / nr, team_rank(), team_size());  // j0, j1 in panels
+    if (K == 0 && !accumulate) {
+        zero_block(C, ldc, s.i0, s.i1, s.j0 * nr, std::min(N, s.j1 * nr));
+    }
+    if (s.i0 < s.i1 && K > 0) {
+        T* packed = thread_buffer<T>(0, KC * PANELS_PER_PACK * nr);
+        T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
+        for (idx p0 = s.j0; p0 < s.j1; p0 += PANELS_PER_PACK) {
+            const idx p1 = std::min(s.j1, p0 + PANELS_PER_PACK);
+            for (idx k0 = 0; k0 < K; k0 += KC) {
+                const idx kc = std::min(KC, K - k0);
+                isa.pack(B, N, k0, kc, p0, p1, packed);
+                for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
+                    const idx i1 = std::min(s.i1, i0 + MC);
+                    isa.compute(A, i0, i1, k0, kc, packed, nr, kc * nr, p0, p1, N, accumulate || k0 > 0,
+                                C, ldc, a_tiles);
+                }
             }
         }
     }
@@ -123,31 +97,84 @@ PackedB<T> pack_b(idx K, idx N, MatRef<T> B, idx uses) {
     return out;
 }
 
-template <class T>
-void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc) {
-    if (!B.packed) {
-        gemm<T>(M, B.N, B.K, A, B.source, accumulate, C, ldc);
-        return;
+Block block_of(idx M, idx panels, int rank, int size) {
+    int row_groups = 1;
+    if (panels < size) {
+        row_groups = int(size / (panels > 0 ? panels : 1));
     }
+    const int col_groups = size / row_groups;
+    if (rank >= row_groups * col_groups) {
+        return {0, 0, 0, 0};
+    }
+    const Range rows = team_share(M, rank / col_groups, row_groups);
+    const Range cols = team_share(panels, rank % col_groups, col_groups);
+    return {rows.begin, rows.end, cols.begin, cols.end};
+}
+
+template <class T>
+idx panel_width(const PackedB<T>& B) {
+    return kernels<T>(B.isa).nr;
+}
+
+template <class T>
+Block team_block(idx M, const PackedB<T>& B) {
+    const idx nr = panel_width(B);
+    Block s = block_of(M, (B.N + nr - 1) / nr, team_rank(), team_size());
+    s.j0 *= nr;  // panels -> columns
+    s.j1 = std::min(B.N, s.j1 * nr);
+    return s;
+}
+
+template <class T>
+void gemm_block(const Block& s, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc) {
     const Kernels<T>& isa = kernels<T>(B.isa);
     const idx N = B.N, K = B.K, nr = isa.nr;
     const idx panels = (N + nr - 1) / nr;
-    const Share s = my_block(M, panels);
-    if (K == 0 && !accumulate) {
-        zero_block(C, ldc, s.i0, s.i1, s.p0 * nr, std::min(N, s.p1 * nr));
+    const idx p0 = s.j0 / nr, p1 = (s.j1 + nr - 1) / nr;
+    if (s.i0 >= s.i1 || p0 >= p1) {
+        return;
     }
-    if (s.i0 < s.i1) {
-        T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
-        for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
-            const idx i1 = std::min(s.i1, i0 + MC);
-            for (idx k0 = 0; k0 < K; k0 += KC) {
-                const idx kc = std::min(KC, K - k0);
-                const T* block = B.data.data() + k0 * panels * nr + s.p0 * kc * nr;
-                isa.compute(A, i0, i1, k0, kc, block, nr, kc * nr, s.p0, s.p1, N, accumulate || k0 > 0,
-                            C, ldc, a_tiles);
+    if (K == 0) {
+        if (!accumulate) zero_block(C, ldc, s.i0, s.i1, s.j0, s.j1);
+        return;
+    }
+    T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
+    if (!B.packed) {  // read in place: full panels straight from B, a ragged last one packed
+        const MatRef<T> src = B.source;
+        for (idx k0 = 0; k0 < K; k0 += DIRECT_KC) {
+            const idx kc = std::min(DIRECT_KC, K - k0);
+            const bool acc = accumulate || k0 > 0;
+            const idx full_end = std::min(p1, N / nr);
+            if (src.cs == 1 && full_end > p0) {
+                isa.compute(A, s.i0, s.i1, k0, kc, src.p + k0 * src.rs + p0 * nr, src.rs, nr, p0,
+                            full_end, N, acc, C, ldc, a_tiles);
+            }
+            const idx rest = src.cs == 1 ? std::max(p0, full_end) : p0;
+            if (rest < p1) {
+                T* packed = thread_buffer<T>(0, KC * PANELS_PER_PACK * nr);
+                for (idx q0 = rest; q0 < p1; q0 += PANELS_PER_PACK) {
+                    const idx q1 = std::min(p1, q0 + PANELS_PER_PACK);
+                    isa.pack(src, N, k0, kc, q0, q1, packed);
+                    isa.compute(A, s.i0, s.i1, k0, kc, packed, nr, kc * nr, q0, q1, N, acc, C, ldc, a_tiles);
+                }
             }
         }
+        return;
     }
+    for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
+        const idx i1 = std::min(s.i1, i0 + MC);
+        for (idx k0 = 0; k0 < K; k0 += KC) {
+            const idx kc = std::min(KC, K - k0);
+            const T* block = B.data.data() + k0 * panels * nr + p0 * kc * nr;
+            isa.compute(A, i0, i1, k0, kc, block, nr, kc * nr, p0, p1, N, accumulate || k0 > 0, C, ldc,
+                        a_tiles);
+        }
+    }
+}
+
+template <class T>
+void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc) {
+    gemm_block(team_block(M, B), A, B, accumulate, C, ldc);
     team_barrier();
 }
 
@@ -164,6 +191,10 @@ template void gemm<double>(idx, idx, idx, MatRef<double>, MatRef<double>, bool, 
 template PackedB<float> pack_b<float>(idx, idx, MatRef<float>, idx);
 template PackedB<double> pack_b<double>(idx, idx, MatRef<double>, idx);
 template void gemm<float>(idx, MatRef<float>, const PackedB<float>&, bool, float*, idx);
+template Block team_block<float>(idx, const PackedB<float>&);
+template Block team_block<double>(idx, const PackedB<double>&);
+template void gemm_block<float>(const Block&, MatRef<float>, const PackedB<float>&, bool, float*, idx);
+template void gemm_block<double>(const Block&, MatRef<double>, const PackedB<double>&, bool, double*, idx);
 template void gemm<double>(idx, MatRef<double>, const PackedB<double>&, bool, double*, idx);
 
 }  // namespace fastrnn

@@ -38,6 +38,22 @@ PackedB<T> pack_b(idx K, idx N, MatRef<T> B, idx uses);
 template <class T>
 void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc);
 
+// The part of an M x N product one team member computes: rows [i0, i1) and columns
+// [j0, j1), whole micro-kernel panels. It depends only on M, N, the panel width, the team
+// size and the member's rank, so it is the same for every product of that shape: a cell
+// can compute its share of several products (one per gate, say) and the elementwise work
+// on exactly those columns, with no barrier in between.
+struct Block {
+    idx i0, i1, j0, j1;
+};
+Block block_of(idx M, idx panels, int rank, int size);  // in panels, not columns
+template <class T>
+Block team_block(idx M, const PackedB<T>& B);
+
+// This member's block of C (+)= A·B, without the closing barrier.
+template <class T>
+void gemm_block(const Block& block, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc);
+
 // C = A·B as a call of its own: opens a team of num_threads() and runs gemm() in it.
 template <class T>
 void matmul(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, T* C, idx ldc);

@@ -29,21 +29,22 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
     const idx H = d.H, W = GRU_WS * H;
     const T* b = a.b;
     const T* bh = a.bh;
-    // Reset after: one product per step with all of Wh (H,3H). Reset before: r and z need
-    // h·Wh_rz (H,2H) first, and n needs (r∘h)·Wh_n (H,H) after.
-    const PackedB<T> Wh = reset_after ? pack_b(H, 3 * H, row_major(a.Wh, 3 * H), d.T)
-                                      : pack_b(H, 2 * H, row_major(a.Wh, 3 * H), d.T);
-    const PackedB<T> Wh_n = reset_after ? PackedB<T>() : pack_b(H, H, row_major(a.Wh + 2 * H, 3 * H), d.T);
-    Buffer<T> ah(d.N * 3 * H);  // this step's recurrent products (N,3H)
+    // One packed (H,H) block of Wh per gate, so that a thread holds every gate of its units.
+    // Reset before, n waits for all of r∘h_{t-1}: a second product, after a barrier.
+    const std::vector<PackedB<T>> Wh = pack_gates(a.Wh, H, 3, 0, 3, d.T);
     const Kernels<T>& simd = kernels<T>();
+    Buffer<T> ah(d.N * 3 * H);  // this step's recurrent products h_{t-1}·Wh_g (N,3H)
 
 #pragma omp parallel num_threads(num_threads())
     {
         gemm<T>(d.N * d.T, 3 * H, d.D, row_major(a.x, d.D), row_major(a.Wx, 3 * H), false, a.ws, W);
+        const Block mine = team_block(d.N, Wh[0]);
         for (idx t = 0; t < d.T; ++t) {
             const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
-            gemm<T>(d.N, hp, Wh, false, ah.data(), 3 * H);
-            for_my_units(d, [&](idx n, idx j0, idx j1) {
+            for (idx g = 0; g < (reset_after ? 3 : 2); ++g) {
+                gemm_block(mine, hp, Wh[g], false, ah.data() + g * H, 3 * H);
+            }
+            for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 const idx row = n * d.T + t;
                 T* s = a.ws + row * W;
                 T* ht = a.h + row * H;
@@ -77,9 +78,8 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
             if (reset_after) {
                 continue;
             }
-            // n needs every unit of r∘h_{t-1}.
-            gemm<T>(d.N, step_block<T>(a.ws + 3 * H, d, W, t), Wh_n, false, ah.data() + 2 * H, 3 * H);
-            for_my_units(d, [&](idx n, idx j0, idx j1) {
+            gemm_block(mine, step_block<T>(a.ws + 3 * H, d, W, t), Wh[2], false, ah.data() + 2 * H, 3 * H);
+            for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 if (!a.lengths.active(n, t)) {
                     return;
                 }
@@ -106,7 +106,7 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
     const idx H = d.H, W = GRU_WS * H;
     // dh_{t-1} gets dAh·Whᵀ: all of Wh (reset after), or Wh_rz and Wh_n in two parts (before).
     const MatRef<T> Wh = row_major(a.Wh, 3 * H);
-    const PackedB<T> WhT = reset_after ? pack_b(3 * H, H, Wh.t(), d.T) : pack_b(2 * H, H, Wh.t(), d.T);
+    const PackedB<T> WhT = pack_b(reset_after ? 3 * H : 2 * H, H, Wh.t(), d.T);
     const PackedB<T> Wh_nT = reset_after ? PackedB<T>() : pack_b(H, H, Wh.at(0, 2 * H).t(), d.T);
     // dAx is the gradient of ax; dAh, of ah. They differ only in the n slot, and only when
     // the reset comes after (dah_n = dax_n∘r); before, they are the same array.
@@ -116,18 +116,19 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
 
 #pragma omp parallel num_threads(num_threads())
     {
+        // As in the LSTM: each thread reads and writes only its own block of dnext/dprev.
         T* dnext = dh_a.data();
         T* dprev = dh_b.data();
-        for_my_units(d, [&](idx n, idx j0, idx j1) {
+        const Block mine = team_block(d.N, WhT);
+        for_block_units(mine, [&](idx n, idx j0, idx j1) {
             for (idx j = j0; j < j1; ++j) {
                 dnext[n * H + j] = a.dhT ? a.dhT[n * H + j] : T(0);
             }
         });
-        team_barrier();
 
         for (idx t = d.T - 1; t >= 0; --t) {
             const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
-            for_my_units(d, [&](idx n, idx j0, idx j1) {
+            for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 const idx row = n * d.T + t;
                 T* dx3 = dAx.data() + row * 3 * H;
                 T* dh3 = dAh + row * 3 * H;
@@ -156,11 +157,11 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
                     }
                 }
             });
-            team_barrier();
+            team_barrier();  // the products below need every unit of this step's gradients
             if (!reset_after) {
                 // d(r∘h_{t-1}) = dA_n·Wh_nᵀ, then the r gate and h_{t-1}'s share of it.
-                gemm<T>(d.N, step_block<T>(dAx.data() + 2 * H, d, 3 * H, t), Wh_nT, false, drh.data(), H);
-                for_my_units(d, [&](idx n, idx j0, idx j1) {
+                gemm_block(mine, step_block<T>(dAx.data() + 2 * H, d, 3 * H, t), Wh_nT, false, drh.data(), H);
+                for_block_units(mine, [&](idx n, idx j0, idx j1) {
                     if (!a.lengths.active(n, t)) {
                         return;
                     }
@@ -177,12 +178,13 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
                 });
                 team_barrier();
             }
-            gemm<T>(d.N, step_block<T>(dAh, d, 3 * H, t), WhT, true, dprev, H);
+            gemm_block(mine, step_block<T>(dAh, d, 3 * H, t), WhT, true, dprev, H);
             std::swap(dnext, dprev);
         }
+        for_block_units(mine, [&](idx n, idx j0, idx j1) {
+            std::copy(dnext + n * H + j0, dnext + n * H + j1, a.dh0 + n * H + j0);
+        });
 
-        const Range rows = my_share(d.N);
-        std::copy(dnext + rows.begin * H, dnext + rows.end * H, a.dh0 + rows.begin * H);
         shifted_states(d, a.h0, a.h, hprev.data());
         const MatRef<T> Hprev_t = row_major<T>(hprev.data(), H).t();
         if (reset_after) {

@@ -12,16 +12,22 @@ template <class T>
 void lstm_forward(const ForwardArgs<T>& a) {
     const Dims d = a.dims;
     const idx H = d.H, W = LSTM_WS * H;
-    const PackedB<T> Wh = pack_b(H, 4 * H, row_major(a.Wh, 4 * H), d.T);  // (H,4H), reused every step
+    // One packed (H,H) block of Wh per gate: a thread multiplies the same units of each
+    // gate, so it holds all four gates of its units and can finish them without waiting.
+    const std::vector<PackedB<T>> Wh = pack_gates(a.Wh, H, 4, 0, 4, d.T);
     const Kernels<T>& simd = kernels<T>();
 
 #pragma omp parallel num_threads(num_threads())
     {
         // Gate slots of ws start as x·Wx; each step adds h_{t-1}·Wh, then activates in place.
         gemm<T>(d.N * d.T, 4 * H, d.D, row_major(a.x, d.D), row_major(a.Wx, 4 * H), false, a.ws, W);
+        const Block mine = team_block(d.N, Wh[0]);
         for (idx t = 0; t < d.T; ++t) {
-            gemm<T>(d.N, prev_h(a.h0, a.h, d, t), Wh, true, a.ws + t * W, d.T * W);
-            for_my_units(d, [&](idx n, idx j0, idx j1) {
+            const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
+            for (idx g = 0; g < 4; ++g) {
+                gemm_block(mine, hp, Wh[g], true, a.ws + t * W + g * H, d.T * W);
+            }
+            for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 const idx row = n * d.T + t;
                 T* s = a.ws + row * W;
                 T* ht = a.h + row * H;
@@ -47,7 +53,7 @@ void lstm_forward(const ForwardArgs<T>& a) {
                 simd.tanh(ht + j0, len);
                 for (idx j = j0; j < j1; ++j) ht[j] *= s[2 * H + j];
             });
-            team_barrier();
+            team_barrier();  // the next step's product needs every unit of h_t
         }
         gather_final(d, a.lengths, a.h, H, a.h0, a.hT);
         gather_final(d, a.lengths, a.ws + 4 * H, W, a.c0, a.cT);
@@ -67,19 +73,22 @@ void lstm_backward(const BackwardArgs<T>& a) {
 #pragma omp parallel num_threads(threads)
     {
         T* tc = tanh_c.data() + team_rank() * H;
-        T* dnext = dh_a.data();  // gradient reaching h_t from later steps
-        T* dprev = dh_b.data();  // gradient this step sends to h_{t-1}
-        T* dc = a.dc0;           // gradient reaching c_t, updated in place down to c_0
-        for_my_units(d, [&](idx n, idx j0, idx j1) {
+        // dnext: gradient reaching h_t from later steps; dprev: what this step sends to
+        // h_{t-1}; dc: gradient reaching c_t, updated in place down to c_0. Each thread
+        // reads and writes only its own block of them.
+        T* dnext = dh_a.data();
+        T* dprev = dh_b.data();
+        T* dc = a.dc0;
+        const Block mine = team_block(d.N, WhT);
+        for_block_units(mine, [&](idx n, idx j0, idx j1) {
             for (idx j = j0; j < j1; ++j) {
                 dnext[n * H + j] = a.dhT ? a.dhT[n * H + j] : T(0);
                 dc[n * H + j] = a.dcT ? a.dcT[n * H + j] : T(0);
             }
         });
-        team_barrier();
 
         for (idx t = d.T - 1; t >= 0; --t) {
-            for_my_units(d, [&](idx n, idx j0, idx j1) {
+            for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 const idx row = n * d.T + t;
                 T* da = dA.data() + row * 4 * H;
                 if (!a.lengths.active(n, t)) {
@@ -105,13 +114,14 @@ void lstm_backward(const BackwardArgs<T>& a) {
                     dprev[n * H + j] = T(0);
                 }
             });
-            team_barrier();
-            gemm<T>(d.N, step_block<T>(dA.data(), d, 4 * H, t), WhT, true, dprev, H);
+            team_barrier();  // the product below needs every unit of dA_t
+            gemm_block(mine, step_block<T>(dA.data(), d, 4 * H, t), WhT, true, dprev, H);
             std::swap(dnext, dprev);
         }
+        for_block_units(mine, [&](idx n, idx j0, idx j1) {
+            std::copy(dnext + n * H + j0, dnext + n * H + j1, a.dh0 + n * H + j0);
+        });
 
-        const Range rows = my_share(d.N);
-        std::copy(dnext + rows.begin * H, dnext + rows.end * H, a.dh0 + rows.begin * H);
         shifted_states(d, a.h0, a.h, hprev.data());
         gemm<T>(H, 4 * H, d.N * d.T, row_major<T>(hprev.data(), H).t(),
                 row_major<T>(dA.data(), 4 * H), false, a.dWh, 4 * H);

@@ -29,9 +29,10 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
     {
         // h (N*T,H) first holds x·Wx; each step adds h_{t-1}·Wh, then b and act in place.
         gemm<T>(d.N * d.T, H, d.D, row_major(a.x, d.D), row_major(a.Wx, H), false, a.h, H);
+        const Block mine = team_block(d.N, Wh);
         for (idx t = 0; t < d.T; ++t) {
-            gemm<T>(d.N, prev_h(a.h0, a.h, d, t), Wh, true, a.h + t * H, d.T * H);
-            for_my_units(d, [&](idx n, idx j0, idx j1) {
+            gemm_block(mine, prev_h(a.h0, a.h, d, t), Wh, true, a.h + t * H, d.T * H);
+            for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 T* ht = a.h + (n * d.T + t) * H;
                 if (!a.lengths.active(n, t)) {
                     std::fill(ht + j0, ht + j1, T(0));
@@ -63,18 +64,19 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
 
 #pragma omp parallel num_threads(num_threads())
     {
-        // dnext: the gradient reaching h_t from later steps; dprev: the one this step sends back.
+        // dnext: the gradient reaching h_t from later steps; dprev: the one this step sends
+        // back. Each thread reads and writes only its own block of both.
         T* dnext = dh_a.data();
         T* dprev = dh_b.data();
-        for_my_units(d, [&](idx n, idx j0, idx j1) {
+        const Block mine = team_block(d.N, WhT);
+        for_block_units(mine, [&](idx n, idx j0, idx j1) {
             for (idx j = j0; j < j1; ++j) {
                 dnext[n * H + j] = a.dhT ? a.dhT[n * H + j] : T(0);
             }
         });
-        team_barrier();
 
         for (idx t = d.T - 1; t >= 0; --t) {
-            for_my_units(d, [&](idx n, idx j0, idx j1) {
+            for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 const idx row = n * d.T + t;
                 T* da = dA.data() + row * H;
                 if (!a.lengths.active(n, t)) {  // the state passes through unchanged
@@ -91,13 +93,14 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
                     dprev[n * H + j] = T(0);
                 }
             });
-            team_barrier();
-            gemm<T>(d.N, step_block<T>(dA.data(), d, H, t), WhT, true, dprev, H);
+            team_barrier();  // the product below needs every unit of dA_t
+            gemm_block(mine, step_block<T>(dA.data(), d, H, t), WhT, true, dprev, H);
             std::swap(dnext, dprev);
         }
+        for_block_units(mine, [&](idx n, idx j0, idx j1) {
+            std::copy(dnext + n * H + j0, dnext + n * H + j1, a.dh0 + n * H + j0);
+        });
 
-        const Range rows = my_share(d.N);
-        std::copy(dnext + rows.begin * H, dnext + rows.end * H, a.dh0 + rows.begin * H);
         shifted_states(d, a.h0, a.h, hprev.data());
         gemm<T>(H, H, d.N * d.T, row_major<T>(hprev.data(), H).t(), row_major<T>(dA.data(), H),
                 false, a.dWh, H);

@@ -3,6 +3,8 @@
 // All functions here are called by every thread of a team (see gemm.hpp).
 #pragma once
 
+#include <vector>
+
 #include "cells.hpp"
 #include "gemm.hpp"
 
@@ -31,6 +33,26 @@ void for_my_units(const Dims& d, F&& f) {
         f(n, j0, j1);
         i += j1 - j0;
     }
+}
+
+// Calls f(n, j0, j1) for the rows and hidden units of a product block (see gemm.hpp). A
+// step that computes its block of h_{t-1}·Wh for every gate can then finish those units
+// at once: only the next step's product needs all of h_t, so one barrier per step.
+template <class F>
+void for_block_units(const Block& b, F&& f) {
+    if (b.j0 < b.j1) {
+        for (idx n = b.i0; n < b.i1; ++n) f(n, b.j0, b.j1);
+    }
+}
+
+// The G gate blocks of Wh (H, G*H), each (H, H), packed for `uses` products.
+template <class T>
+std::vector<PackedB<T>> pack_gates(const T* Wh, idx H, idx G, idx first, idx count, idx uses) {
+    std::vector<PackedB<T>> out;
+    for (idx g = first; g < first + count; ++g) {
+        out.push_back(pack_b(H, H, MatRef<T>{Wh + g * H, G * H, 1}, uses));
+    }
+    return out;
 }
 
 // out[n] = row n of seq (element (n,t,j) at seq[(n*T + t)*ld + j]) at its last step, or
