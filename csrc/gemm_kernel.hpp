@@ -156,16 +156,17 @@ struct Kernel {
                 }
             }
         }
-        for (; p < p1; ++p) {
-            const T* b = b0 + (p - p0) * b_panel;
-            const idx j0 = p * NR;
-            const idx nv = min_idx(NR, N - j0);
-            const T* a = a_tiles;
-            for (idx i = i0; i < i1; i += MR) {
-                const int mi = int(min_idx(MR, i1 - i));
-                tile_rows<MR>(mi, kc, a, 1, MR, b, b_row, C + i * ldc + j0, ldc, accumulate, nv);
-                a += kc * MR;
+        // Each tile of A (MR x kc, broadcast operand) stays in L1 while the panels of B
+        // (vector operand) stream past it from L2.
+        const T* a = a_tiles;
+        for (idx i = i0; i < i1; i += MR) {
+            const int mi = int(min_idx(MR, i1 - i));
+            for (idx q = p; q < p1; ++q) {
+                const idx j0 = q * NR;
+                tile_rows<MR>(mi, kc, a, 1, MR, b0 + (q - p0) * b_panel, b_row, C + i * ldc + j0, ldc,
+                              accumulate, min_idx(NR, N - j0));
             }
+            a += kc * MR;
         }
     }
 };
