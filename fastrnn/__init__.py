@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Union
 
-from . import _core, data, functional, interop, layers, models, optim, reference
+from . import _core, data, functional, interop, layers, models, optim, reference, sampling
 from ._core import get_num_threads, set_num_threads
 from .functional import *  # noqa: F401,F403  (the names listed in functional.__all__)
 from .layers import GRU, LSTM, RNN, Embedding, Layer, TemporalAffine, temporal_softmax_loss
@@ -26,6 +26,7 @@ __all__ = [
     "optim",
     "data",
     "interop",
+    "sampling",
     "Layer",
     "RNN",
     "LSTM",
