@@ -123,11 +123,24 @@ struct Kernel {
         }
     }
 
-    // a_tiles <- A[i0:i1, k0:k0+kc] as row tiles of MR rows, each [k][MR], so the tile
-    // loop broadcasts from one contiguous stream instead of MR strided rows.
+    // Rows [i0, i1) in ceil(m / MR) tiles of nearly equal height: 50 rows are 5 tiles of
+    // 10, not 4 of 12 and a slow one of 2 (few rows leave too few independent FMA chains).
+    struct RowTiles {
+        idx count, base, extra;  // the first `extra` tiles have base + 1 rows
+        idx height(idx t) const { return base + (t < extra ? 1 : 0); }
+    };
+    static RowTiles row_tiles(idx m) {
+        const idx count = (m + MR - 1) / MR;
+        return {count, count ? m / count : 0, count ? m % count : 0};
+    }
+
+    // a_tiles <- A[i0:i1, k0:k0+kc] as row tiles, each [k][MR], so the tile loop
+    // broadcasts from one contiguous stream instead of MR strided rows.
     static void pack_a(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, T* a_tiles) {
-        for (idx i = i0; i < i1; i += MR) {
-            const idx m = min_idx(MR, i1 - i);
+        const RowTiles tiles = row_tiles(i1 - i0);
+        idx i = i0;
+        for (idx t = 0; t < tiles.count; ++t) {
+            const idx m = tiles.height(t);
             for (idx k = 0; k < kc; ++k) {
                 const T* src = A.p + i * A.rs + (k0 + k) * A.cs;
                 for (idx r = 0; r < m; ++r) {
@@ -135,6 +148,7 @@ struct Kernel {
                 }
             }
             a_tiles += kc * MR;
+            i += m;
         }
     }
 
@@ -158,15 +172,18 @@ struct Kernel {
         }
         // Each tile of A (MR x kc, broadcast operand) stays in L1 while the panels of B
         // (vector operand) stream past it from L2.
+        const RowTiles tiles = row_tiles(m);
         const T* a = a_tiles;
-        for (idx i = i0; i < i1; i += MR) {
-            const int mi = int(min_idx(MR, i1 - i));
+        idx i = i0;
+        for (idx t = 0; t < tiles.count; ++t) {
+            const int mi = int(tiles.height(t));
             for (idx q = p; q < p1; ++q) {
                 const idx j0 = q * NR;
                 tile_rows<MR>(mi, kc, a, 1, MR, b0 + (q - p0) * b_panel, b_row, C + i * ldc + j0, ldc,
                               accumulate, min_idx(NR, N - j0));
             }
             a += kc * MR;
+            i += mi;
         }
     }
 };
