@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Dict, Union
 
-from . import _core, data, functional, interop, layers, models, optim, reference, sampling
+from . import _core, checkpoint, data, functional, interop, layers, models, optim, reference, sampling, train
 from ._core import get_num_threads, set_num_threads
 from .functional import *  # noqa: F401,F403  (the names listed in functional.__all__)
 from .layers import GRU, LSTM, RNN, Embedding, Layer, TemporalAffine, temporal_softmax_loss
 from .models import CaptioningRNN, CharRNN
+from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from .train import Trainer, TrainingDiverged
 
 __version__ = "0.1.0"
 
@@ -27,6 +29,14 @@ __all__ = [
     "data",
     "interop",
     "sampling",
+    "train",
+    "checkpoint",
+    "Trainer",
+    "TrainingDiverged",
+    "CheckpointError",
+    "load_checkpoint",
+    "save_checkpoint",
+    "load_model",
     "Layer",
     "RNN",
     "LSTM",

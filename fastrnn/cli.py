@@ -1,11 +1,185 @@
-"""The `fastrnn` command line (also `python -m fastrnn`)."""
+"""The `fastrnn` command line (also `python -m fastrnn`).
+
+Subcommands:
+
+* ``fastrnn check``: verify every compiled kernel against the NumPy reference.
+* ``fastrnn train [TEXTFILE]``: train a character-level language model (char-rnn's
+  ``train.lua``); without TEXTFILE on :func:`fastrnn.data.default_corpus`.
+* ``fastrnn sample CHECKPOINT``: generate text (char-rnn's ``sample.lua``); CHECKPOINT is a
+  checkpoint file or a training ``--out`` directory (its best checkpoint).
+* ``fastrnn eval CHECKPOINT TEXTFILE``: loss and bits per character on a text.
+
+char-rnn's option names are accepted too (``-rnn_size``, ``-num_layers``,
+``-checkpoint_dir``, ``-temperature``, ``-primetext``, ...). Bad input gives a one-line
+error on stderr and exit status 1 (2 for usage errors); Ctrl-C gives status 130.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "read_text", "DEFAULT_LR"]
+
+#: Default learning rate per optimizer when ``--lr`` is not given.
+DEFAULT_LR: Dict[str, float] = {
+    "sgd": 1.0, "momentum": 0.1, "adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3, "adamw": 2e-3,
+}
+
+#: Defaults of ``fastrnn train`` (options default to None so that --resume can tell which
+#: ones were given; these fill in the rest for a new run).
+TRAIN_DEFAULTS: Dict[str, Any] = {
+    "model": "lstm", "hidden": 128, "layers": 2, "dropout": 0.0, "embedding": None,
+    "dtype": "float32", "batch": 32, "seq": 64, "val_fraction": 0.05, "optimizer": "adam",
+    "clip": 5.0, "lr_decay": None, "lr_decay_after": 10, "eval_every": 200, "seed": 0,
+}
+DEFAULT_MAX_EPOCHS = 50.0  # char-rnn's -max_epochs, when no stop criterion is given
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _dropout(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
+    return value
+
+
+def _top_p(text: str) -> float:
+    value = _float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {text}")
+    return value
+
+
+def _decay(text: str) -> float:
+    value = _float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a factor in (0, 1], got {text}")
+    return value
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def read_text(path: str) -> str:
+    """The UTF-8 text of a file; CliError (one line, naming the file) if it is missing,
+    a directory, empty, binary (NUL bytes) or not UTF-8."""
+    if not os.path.exists(path):
+        raise CliError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CliError(f"{path} is a directory, not a text file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CliError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not data:
+        raise CliError(f"{path} is empty")
+    if b"\0" in data:
+        raise CliError(f"{path} looks like a binary file (it contains NUL bytes), not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CliError(f"{path} is not UTF-8 text (invalid byte 0x{data[e.start]:02x} at offset "
+                       f"{e.start})") from None
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads is None:
+        return
+    from . import set_num_threads
+
+    set_num_threads(threads)
+    try:  # also the BLAS under NumPy's matrix products, when threadpoolctl is there
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads, user_api="blas")
+    except Exception:  # noqa: BLE001 - optional
+        pass
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _print_json(obj: Dict[str, Any]) -> None:
+    print(json.dumps({k: _json_value(v) for k, v in obj.items()}, allow_nan=False), flush=True)
+
+
+def _humanize(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+# ---------------------------------------------------------------- check
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -27,24 +201,323 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+# ---------------------------------------------------------------- train
+
+
+_ARCH_KEYS = {  # CLI option -> (section, key) in the checkpoint config
+    "model": ("model", "cell"), "hidden": ("model", "hidden_size"),
+    "layers": ("model", "num_layers"), "dropout": ("model", "dropout"),
+    "embedding": ("model", "embedding_dim"), "dtype": ("model", "dtype"),
+    "seed": ("model", "seed"), "batch": ("train", "batch_size"),
+    "seq": ("train", "seq_length"), "val_fraction": ("train", "val_fraction"),
+    "optimizer": ("train", "optimizer"), "lr_decay": ("train", "lr_decay"),
+    "lr_decay_after": ("train", "lr_decay_after"),
+}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from .data import Vocab, default_corpus
+    from .models import CharRNN
+    from .train import DEFAULT_CORPUS_SOURCE, Trainer, TrainingDiverged
+
+    _set_threads(args.threads)
+    if args.data_dir is not None:
+        if args.textfile is not None:
+            raise CliError("give either TEXTFILE or -data_dir, not both")
+        args.textfile = os.path.join(args.data_dir, "input.txt")
+    out = args.out if args.out is not None else "cv"
+    no_stop = args.max_iters is None and args.max_epochs is None and args.max_seconds is None
+    max_epochs = DEFAULT_MAX_EPOCHS if no_stop else args.max_epochs
+    common = dict(
+        max_iters=args.max_iters, max_epochs=max_epochs, max_seconds=args.max_seconds,
+        progress=args.progress, print_every=args.print_every, plot=not args.no_plot,
+    )
+
+    if args.resume is not None:
+        # ---- continue a run
+        source = args.resume if isinstance(args.resume, str) else out
+        path = resolve_checkpoint(source, which="latest") if os.path.exists(source) else None
+        if path is None:
+            raise CliError(f"nothing to resume: {source} does not exist (train without --resume first)")
+        ckpt = load_checkpoint(path)
+        saved = {"model": ckpt.config.get("model", {}), "train": ckpt.config.get("train", {})}
+        for opt, (section, key) in _ARCH_KEYS.items():
+            given = getattr(args, opt)
+            if given is None or key not in saved[section]:
+                continue
+            have = saved[section][key]
+            if isinstance(have, float) or isinstance(given, float):
+                same = have is not None and math.isclose(float(given), float(have))
+            else:
+                same = given == have
+            if not same:
+                flag = "--" + opt.replace("_", "-")
+                raise CliError(f"{flag} {given} differs from the checkpoint being resumed "
+                               f"({path} has {key}={have!r}); drop the option to resume")
+        textfile = args.textfile
+        if textfile is None:
+            textfile = saved["train"].get("data_source")
+        text = default_corpus() if textfile in (None, DEFAULT_CORPUS_SOURCE) else read_text(textfile)
+        out_dir = args.out if args.out is not None else os.path.dirname(os.path.abspath(path))
+        trainer = Trainer.resume(path, text, out_dir=out_dir, lr=args.lr, clip=args.clip,
+                                 eval_every=args.eval_every, **common)
+        print(f"resuming {path} at iteration {trainer.iteration} (epoch {trainer.epoch:.2f})",
+              flush=True)
+    else:
+        # ---- a new run
+        opts = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+                for k, v in TRAIN_DEFAULTS.items()}
+        if args.textfile is None:
+            try:
+                text = default_corpus()
+            except RuntimeError as e:
+                raise CliError(str(e)) from None
+            source, shown = DEFAULT_CORPUS_SOURCE, "the default corpus (Python standard-library sources)"
+        else:
+            text = read_text(args.textfile)
+            source, shown = os.path.abspath(args.textfile), args.textfile
+        vocab = Vocab.from_text(text)
+        lr = args.lr if args.lr is not None else DEFAULT_LR[opts["optimizer"]]
+        model = CharRNN(len(vocab), hidden_size=opts["hidden"], num_layers=opts["layers"],
+                        cell=opts["model"], dropout=opts["dropout"],
+                        embedding_dim=opts["embedding"], dtype=np.dtype(opts["dtype"]).type,
+                        seed=opts["seed"])
+        trainer = Trainer(
+            model, text, vocab, batch_size=opts["batch"], seq_length=opts["seq"],
+            val_fraction=opts["val_fraction"], optimizer=opts["optimizer"], lr=lr,
+            clip=opts["clip"], lr_decay=opts["lr_decay"], lr_decay_after=opts["lr_decay_after"],
+            eval_every=opts["eval_every"], out_dir=out, overwrite=args.overwrite,
+            seed=opts["seed"], data_source=source, **common)
+        if not args.overwrite:
+            from .checkpoint import list_checkpoints
+
+            old = list_checkpoints(out) if os.path.isdir(out) else []
+            if old:
+                raise CliError(f"{out} already holds checkpoints of an earlier run (e.g. "
+                               f"{os.path.basename(old[-1].path)}): pass --resume to continue it, "
+                               f"--overwrite to replace it, or another --out")
+        nb = trainer.loader.split_sizes
+        print(f"training a {opts['layers']}-layer {opts['model'].upper()} (hidden {opts['hidden']}, "
+              f"{model.num_params():,} parameters) on {shown}: {len(text):,} characters, "
+              f"{len(vocab)} distinct; {nb['train']} batches of {opts['batch']}x{opts['seq']} per "
+              f"epoch, {nb['val']} for validation; {opts['optimizer']} lr {lr:g}; checkpoints in "
+              f"{out}/", flush=True)
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+        summary = trainer.train()
+    except TrainingDiverged as e:
+        if args.json:
+            _print_json({**e.summary, "error": str(e)})
+        raise CliError(str(e)) from None
+    except FileExistsError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        _print_json(summary)
+    else:
+        line = (f"stopped ({summary['stopped']}): {summary['iterations']:,} iterations (epoch "
+                f"{summary['epoch']:.2f}), {_humanize(summary['chars_per_sec'])} chars/s")
+        if summary["val_bpc"] is not None:
+            line += f", val loss {summary['val_loss']:.4f} ({summary['val_bpc']:.3f} bits/char)"
+        print(line)
+        if summary["checkpoint"]:
+            target = trainer.out_dir
+            print(f"checkpoint {summary['checkpoint']}; sample with: fastrnn sample {target}")
+    return 130 if summary["stopped"] == "interrupted" else 0
+
+
+# ---------------------------------------------------------------- sample
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .sampling import sample, stream
+
+    _set_threads(args.threads)
+    model, vocab, ckpt = load_model(args.checkpoint)
+    argmax = args.argmax or (args.sample is not None and args.sample == 0)
+    kwargs = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                  argmax=argmax, prime=args.prime, seed=args.seed)
+    missing = [ch for ch in dict.fromkeys(args.prime) if ch not in vocab]
+    if missing:
+        ch = missing[0]
+        raise CliError(f"--prime: character {ch!r} (U+{ord(ch):04X}) is not in the vocabulary "
+                       f"of {ckpt.path}")
+    if args.json:
+        text = sample(model, vocab, args.length, **kwargs)
+        _print_json({"text": text, "checkpoint": ckpt.path})
+        return 0
+    out = sys.stdout
+    tty = out.isatty()
+    last = ""
+    for ch in stream(model, vocab, args.length, **kwargs):
+        out.write(ch)
+        last = ch or last
+        if tty and ch == "\n":
+            out.flush()
+    if last != "\n":
+        out.write("\n")
+    out.flush()
+    return 0
+
+
+# ---------------------------------------------------------------- eval
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .train import LN2, evaluate_text
+
+    _set_threads(args.threads)
+    model, vocab, ckpt = load_model(args.checkpoint)
+    text = read_text(args.textfile)
+    unknown = [ch for ch in dict.fromkeys(text) if ch not in vocab]
+    if unknown and args.unknown == "error":
+        ch = unknown[0]
+        raise CliError(f"{args.textfile}: character {ch!r} (U+{ord(ch):04X}) at position "
+                       f"{text.index(ch)} is not in the vocabulary of {ckpt.path}; "
+                       f"--unknown skip drops such characters")
+    ids = vocab.encode(text, errors="skip" if unknown else "strict")
+    if ids.size < 2:
+        raise CliError(f"{args.textfile}: fewer than 2 known characters: nothing to evaluate")
+    loss, count = evaluate_text(model, ids, batch_size=args.batch, seq_length=args.seq)
+    result = {"loss": loss, "bpc": loss / LN2, "chars": count,
+              "skipped": len(text) - int(ids.size), "checkpoint": ckpt.path}
+    if args.json:
+        _print_json(result)
+    else:
+        extra = f" ({result['skipped']:,} unknown characters skipped)" if result["skipped"] else ""
+        print(f"loss {loss:.4f} nats/char, {loss / LN2:.4f} bits/char over {count:,} "
+              f"predicted characters{extra} ({ckpt.path})")
+    return 0
+
+
+# ---------------------------------------------------------------- the parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastrnn", description="Fast CPU recurrent networks.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="fastrnn", description="Fast CPU recurrent networks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     check = sub.add_parser("check", help="verify every compiled kernel against the NumPy reference")
     check.add_argument("--seed", type=int, default=0, help="random seed for the test data")
     check.add_argument("--threads", type=_positive_int, default=None, help="kernel threads")
     check.set_defaults(run=_cmd_check)
+
+    # -- train
+    t = sub.add_parser(
+        "train", help="train a character-level language model (as char-rnn's train.lua)",
+        description="Train a character-level language model on TEXTFILE (default: about 1 MB of "
+                    "Python standard-library source). Checkpoints (the best and the latest) go to "
+                    "--out; resume with --resume. char-rnn's option names work too.")
+    t.add_argument("textfile", nargs="?", metavar="TEXTFILE", help="UTF-8 training text")
+    t.add_argument("-data_dir", dest="data_dir", default=None, metavar="DIR",
+                   help="char-rnn's way to name the text: DIR/input.txt")
+    g = t.add_argument_group("model")
+    g.add_argument("--model", "-model", choices=("rnn", "lstm", "gru"), default=None,
+                   help="recurrent cell (default lstm)")
+    g.add_argument("--hidden", "--hidden-size", "--rnn-size", "-rnn_size", dest="hidden",
+                   type=_positive_int, metavar="H", help="hidden units per layer (default 128)")
+    g.add_argument("--layers", "--num-layers", "-num_layers", dest="layers", type=_positive_int,
+                   metavar="L", help="stacked layers (default 2)")
+    g.add_argument("--dropout", "-dropout", type=_dropout, metavar="P",
+                   help="dropout between layers, in [0, 1) (default 0)")
+    g.add_argument("--embedding", type=_positive_int, metavar="E",
+                   help="learned embedding size (default: one-hot inputs, as char-rnn)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=None, help="default float32")
+    g = t.add_argument_group("data")
+    g.add_argument("--batch", "--batch-size", "-batch_size", dest="batch", type=_positive_int,
+                   metavar="B", help="sequences per batch (default 32)")
+    g.add_argument("--seq", "--seq-length", "-seq_length", dest="seq", type=_positive_int,
+                   metavar="T", help="timesteps per batch, the truncated-BPTT length (default 64)")
+    g.add_argument("--val-fraction", "-val_frac", dest="val_fraction", type=_fraction,
+                   metavar="F", help="share of the text held out for validation (default 0.05)")
+    g = t.add_argument_group("optimization")
+    g.add_argument("--optimizer", "-optim", dest="optimizer",
+                   choices=("sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"),
+                   default=None, help="default adam")
+    g.add_argument("--lr", "--learning-rate", "-learning_rate", dest="lr", type=_positive_float,
+                   help="learning rate (default: sgd 1, momentum 0.1, adagrad 0.1, others 2e-3)")
+    g.add_argument("--clip", "--grad-clip", "-grad_clip", dest="clip", type=_nonneg_float,
+                   help="clip the global gradient norm at this (default 5; 0: off)")
+    g.add_argument("--lr-decay", "-learning_rate_decay", dest="lr_decay", type=_decay,
+                   help="multiply the learning rate by this at the end of each epoch (default: no decay)")
+    g.add_argument("--lr-decay-after", "-learning_rate_decay_after", dest="lr_decay_after",
+                   type=_nonneg_int, metavar="EPOCH", help="start the decay after this epoch (default 10)")
+    g.add_argument("--seed", "-seed", type=_nonneg_int, help="random seed (default 0)")
+    g = t.add_argument_group("stopping, evaluation, checkpoints")
+    g.add_argument("--max-iters", dest="max_iters", type=_positive_int, metavar="N",
+                   help="stop after N iterations in total")
+    g.add_argument("--max-epochs", "--epochs", "-max_epochs", dest="max_epochs",
+                   type=_positive_float, metavar="E",
+                   help=f"stop after E epochs in total (default {DEFAULT_MAX_EPOCHS:g} when no other stop is given)")
+    g.add_argument("--max-seconds", dest="max_seconds", type=_positive_float, metavar="S",
+                   help="stop after S seconds of this run")
+    g.add_argument("--eval-every", "-eval_val_every", dest="eval_every", type=_positive_int,
+                   metavar="N", help="validate and checkpoint every N iterations (default 200)")
+    g.add_argument("--out", "--checkpoint-dir", "-checkpoint_dir", dest="out", metavar="DIR",
+                   help="checkpoint directory (default cv, as char-rnn)")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="continue the run in --out (or in CHECKPOINT, a file or directory) "
+                        "exactly where it stopped")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds an earlier run's checkpoints (deleting them)")
+    g = t.add_argument_group("output")
+    g.add_argument("--threads", type=_positive_int, help="kernel threads (default: all cores)")
+    g.add_argument("--json", action="store_true",
+                   help="print the summary as one JSON object on the last line")
+    g.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
+                   help="tqdm bar on a terminal, log lines otherwise (default auto)")
+    g.add_argument("--print-every", "-print_every", dest="print_every", type=_positive_int,
+                   metavar="N", help="log a line every N iterations (default: every 5 s)")
+    g.add_argument("--no-plot", action="store_true", help="do not write loss.png (needs matplotlib)")
+    t.set_defaults(run=_cmd_train)
+
+    # -- sample
+    s = sub.add_parser("sample", help="generate text from a checkpoint (as char-rnn's sample.lua)",
+                       description="Generate text from a checkpoint file or a training --out "
+                                   "directory (its best checkpoint).")
+    s.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file or --out directory")
+    s.add_argument("--length", "-length", type=_nonneg_int, default=1000,
+                   help="characters to generate (default 1000)")
+    s.add_argument("--temperature", "-temperature", type=_positive_float, default=1.0,
+                   help="> 0; lower is more conservative (default 1)")
+    s.add_argument("--top-k", dest="top_k", type=_positive_int, default=None,
+                   help="sample among the K likeliest characters")
+    s.add_argument("--top-p", dest="top_p", type=_top_p, default=None,
+                   help="nucleus sampling with mass P in (0, 1]")
+    s.add_argument("--argmax", action="store_true", help="always take the likeliest character")
+    s.add_argument("-sample", dest="sample", type=int, choices=(0, 1), default=None,
+                   help=argparse.SUPPRESS)  # char-rnn: -sample 0 is argmax
+    s.add_argument("--prime", "--primetext", "-primetext", dest="prime", default="",
+                   metavar="TEXT", help="start text (printed, then continued)")
+    s.add_argument("--seed", "-seed", type=_nonneg_int, default=None,
+                   help="random seed (default: a fresh one each run)")
+    s.add_argument("--threads", type=_positive_int, help="kernel threads")
+    s.add_argument("--json", action="store_true", help='print {"text": ...} as one JSON object')
+    s.set_defaults(run=_cmd_sample)
+
+    # -- eval
+    e = sub.add_parser("eval", help="loss and bits per character of a checkpoint on a text",
+                       description="Mean cross-entropy (nats) and bits per character of the "
+                                   "model on TEXTFILE, predicting every character from the "
+                                   "ones before it.")
+    e.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file or --out directory")
+    e.add_argument("textfile", metavar="TEXTFILE", help="UTF-8 text")
+    e.add_argument("--unknown", choices=("skip", "error"), default="error",
+                   help="characters outside the vocabulary: error (default) or skip them")
+    e.add_argument("--batch", type=_positive_int, default=16,
+                   help="the text is cut into this many streams run in parallel (default 16)")
+    e.add_argument("--seq", type=_positive_int, default=256, help="timesteps per kernel call")
+    e.add_argument("--threads", type=_positive_int, help="kernel threads")
+    e.add_argument("--json", action="store_true", help="print one JSON object with loss and bpc")
+    e.set_defaults(run=_cmd_eval)
     return parser
+
+
+def _one_line(message: Any) -> str:
+    return " ".join(str(message).split()) or "unknown error"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -53,7 +526,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args.run(args))
+    prog = f"fastrnn {args.command}"
+    from .checkpoint import CheckpointError
+
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt as e:
+        detail = f": {_one_line(e)}" if str(e) else ""
+        print(f"{prog}: interrupted{detail}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # e.g. `fastrnn sample run | head`: the reader is gone; stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+    except (CliError, CheckpointError, OSError, ValueError, TypeError, RuntimeError, MemoryError) as e:
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user
+        if os.environ.get("FASTRNN_DEBUG"):
+            raise
+        print(f"{prog}: error: {type(e).__name__}: {_one_line(e)} (set FASTRNN_DEBUG=1 for a "
+              f"traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

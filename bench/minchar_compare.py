@@ -1,0 +1,176 @@
+"""min-char-rnn, as Karpathy wrote it in NumPy, against the same configuration on fastrnn.
+
+The configuration is min-char-rnn's: a vanilla (tanh) RNN with 100 hidden units, one
+stream (batch 1) cut into 25-character pieces with the hidden state carried across them,
+the loss summed over the 25 steps, Adagrad with learning rate 0.1, every gradient clipped
+to [-5, 5]. The first contender is a plain NumPy re-implementation in min-char-rnn's
+style (one-hot input vectors, a Python loop over the timesteps forward and backward,
+column vectors); the second is fastrnn's ``CharRNN(cell="rnn")`` with
+``fastrnn.optim.Adagrad`` and ``clip_grad_value``. Both run for the same wall-clock budget
+on the same text; reported: characters per second and the smoothed loss reached (min-char-
+rnn's ``smooth_loss``, per 25-character piece).
+
+    python bench/minchar_compare.py CORPUS.txt [--seconds 30] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+
+import fastrnn
+from fastrnn.data import CharBatches, Vocab
+from fastrnn.models import CharRNN
+from fastrnn.optim import Adagrad, clip_grad_value
+
+
+# ---------------------------------------------------------------- min-char-rnn in NumPy
+
+
+class MinCharRNN:
+    """min-char-rnn.py's model and update, as a class (float64, column vectors)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int = 100, learning_rate: float = 1e-1,
+                 seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        V, H = vocab_size, hidden_size
+        self.V, self.H, self.lr = V, H, learning_rate
+        self.Wxh = rng.standard_normal((H, V)) * 0.01  # input to hidden
+        self.Whh = rng.standard_normal((H, H)) * 0.01  # hidden to hidden
+        self.Why = rng.standard_normal((V, H)) * 0.01  # hidden to output
+        self.bh = np.zeros((H, 1))
+        self.by = np.zeros((V, 1))
+        self.mem = [np.zeros_like(p) for p in self.params()]
+
+    def params(self) -> List[np.ndarray]:
+        return [self.Wxh, self.Whh, self.Why, self.bh, self.by]
+
+    def loss_fun(self, inputs: List[int], targets: List[int], hprev: np.ndarray) -> Tuple[float, List[np.ndarray], np.ndarray]:
+        """inputs, targets: lists of ids; hprev: (H, 1). Returns the summed loss, the
+        gradients and the last hidden state."""
+        xs, hs, ys, ps = {}, {}, {}, {}
+        hs[-1] = np.copy(hprev)
+        loss = 0.0
+        for t in range(len(inputs)):  # forward pass
+            xs[t] = np.zeros((self.V, 1))  # one-hot
+            xs[t][inputs[t]] = 1
+            hs[t] = np.tanh(np.dot(self.Wxh, xs[t]) + np.dot(self.Whh, hs[t - 1]) + self.bh)
+            ys[t] = np.dot(self.Why, hs[t]) + self.by
+            ps[t] = np.exp(ys[t]) / np.sum(np.exp(ys[t]))
+            loss += -np.log(ps[t][targets[t], 0])
+        dWxh, dWhh, dWhy = np.zeros_like(self.Wxh), np.zeros_like(self.Whh), np.zeros_like(self.Why)
+        dbh, dby = np.zeros_like(self.bh), np.zeros_like(self.by)
+        dhnext = np.zeros_like(hs[0])
+        for t in reversed(range(len(inputs))):  # backward pass
+            dy = np.copy(ps[t])
+            dy[targets[t]] -= 1
+            dWhy += np.dot(dy, hs[t].T)
+            dby += dy
+            dh = np.dot(self.Why.T, dy) + dhnext
+            dhraw = (1 - hs[t] * hs[t]) * dh
+            dbh += dhraw
+            dWxh += np.dot(dhraw, xs[t].T)
+            dWhh += np.dot(dhraw, hs[t - 1].T)
+            dhnext = np.dot(self.Whh.T, dhraw)
+        for dparam in (dWxh, dWhh, dWhy, dbh, dby):
+            np.clip(dparam, -5, 5, out=dparam)
+        return loss, [dWxh, dWhh, dWhy, dbh, dby], hs[len(inputs) - 1]
+
+    def update(self, grads: List[np.ndarray]) -> None:
+        for param, dparam, mem in zip(self.params(), grads, self.mem):
+            mem += dparam * dparam
+            param += -self.lr * dparam / np.sqrt(mem + 1e-8)
+
+
+def run_minchar(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, Any]:
+    model = MinCharRNN(V, a.hidden, a.lr, a.seed)
+    seq = a.seq
+    smooth_loss = -np.log(1.0 / V) * seq
+    n, p = 0, 0
+    hprev = np.zeros((a.hidden, 1))
+    start = time.perf_counter()
+    while time.perf_counter() - start < a.seconds:
+        if p + seq + 1 >= len(data) or n == 0:
+            hprev = np.zeros((a.hidden, 1))
+            p = 0
+        inputs = data[p:p + seq].tolist()
+        targets = data[p + 1:p + seq + 1].tolist()
+        loss, grads, hprev = model.loss_fun(inputs, targets, hprev)
+        smooth_loss = smooth_loss * 0.999 + loss * 0.001
+        model.update(grads)
+        p += seq
+        n += 1
+    dt = time.perf_counter() - start
+    return {"iterations": n, "chars_per_sec": n * seq / dt, "smooth_loss": smooth_loss}
+
+
+# ---------------------------------------------------------------- the same on fastrnn
+
+
+def run_fastrnn(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, Any]:
+    model = CharRNN(V, hidden_size=a.hidden, num_layers=1, cell="rnn", seed=a.seed,
+                    dtype=np.float64 if a.float64 else np.float32)
+    opt = Adagrad(model.params, lr=a.lr)
+    loader = CharBatches(data, 1, a.seq, val_fraction=0.0)
+    seq = a.seq
+    smooth_loss = -np.log(1.0 / V) * seq
+    n = 0
+    state = None
+    start = time.perf_counter()
+    while time.perf_counter() - start < a.seconds:
+        x, y = loader.next_batch("train")
+        epoch_done = loader.position == 0
+        loss, grads, state = model.loss(x, y, state)  # mean over the 25 steps
+        for g in grads.values():                        # min-char-rnn sums them
+            g *= seq
+        clip_grad_value(grads, 5.0)
+        opt.step(grads)
+        smooth_loss = smooth_loss * 0.999 + loss * seq * 0.001
+        if epoch_done:
+            state = None
+        n += 1
+    dt = time.perf_counter() - start
+    return {"iterations": n, "chars_per_sec": n * seq / dt, "smooth_loss": smooth_loss}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("corpus", help="UTF-8 training text")
+    p.add_argument("--seconds", type=float, default=30.0, help="training budget per contender")
+    p.add_argument("--threads", type=int, default=1,
+                   help="fastrnn kernel threads (default 1: a single 100-unit stream has no "
+                        "parallelism worth a thread team)")
+    p.add_argument("--hidden", type=int, default=100)
+    p.add_argument("--seq", type=int, default=25)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--float64", action="store_true",
+                   help="fastrnn in float64, as min-char-rnn (default float32)")
+    a = p.parse_args()
+    if not os.path.isfile(a.corpus):
+        p.error(f"{a.corpus}: no such file")
+    with open(a.corpus, encoding="utf-8") as f:
+        text = f.read()
+    vocab = Vocab.from_text(text)
+    data = vocab.encode(text)
+    fastrnn.set_num_threads(a.threads)
+    print(f"corpus {a.corpus}: {len(text):,} chars, {len(vocab)} distinct; vanilla RNN "
+          f"{a.hidden}, seq {a.seq}, batch 1, Adagrad {a.lr:g}, clip +-5; {a.seconds:g} s each",
+          flush=True)
+    results = {"min-char-rnn (NumPy)": run_minchar(data, len(vocab), a)}
+    results["fastrnn"] = run_fastrnn(data, len(vocab), a)
+    print()
+    print(f"{'':22s} {'iterations':>10s} {'chars/s':>10s} {'smooth loss':>12s}")
+    for name, r in results.items():
+        print(f"{name:22s} {r['iterations']:>10,d} {r['chars_per_sec']:>10,.0f} {r['smooth_loss']:>12.2f}")
+    m, f = results["min-char-rnn (NumPy)"], results["fastrnn"]
+    print(f"\nfastrnn / min-char-rnn: {f['chars_per_sec'] / m['chars_per_sec']:.1f}x the characters per second")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
