@@ -454,15 +454,29 @@ py::tuple step_backward(py::object cache, const std::string& cell, py::object dn
     return py::make_tuple(dx, g[1], g[2], g[3], g[4], g[5], g[6]);
 }
 
-// A·B with fastrnn's own matrix multiply, for benchmarks and tests of the building block.
+// A·B with fastrnn's own matrix multiply. Strided views (a transpose, a slice) are read in
+// place; unaligned or byte-swapped data, or strides that are not whole elements, are copied.
+template <class T>
+MatRef<T> view_of(const py::array& a, py::object& keep) {
+    const auto item = py::ssize_t(sizeof(T));
+    const bool readable = a.dtype().attr("isnative").cast<bool>() && a.attr("flags").attr("aligned").cast<bool>();
+    if (!readable || a.strides(0) % item != 0 || a.strides(1) % item != 0) {
+        const CArray<T> c = FloatArgs::contiguous<T>(a);
+        keep = c;  // owns the copy for the caller
+        return {c.data(), c.shape(1), 1};
+    }
+    return {ptr<T>(a), a.strides(0) / item, a.strides(1) / item};
+}
+
 template <class T>
 py::array run_matmul(const py::array& A_in, const py::array& B_in) {
-    const CArray<T> A = FloatArgs::contiguous<T>(A_in), B = FloatArgs::contiguous<T>(B_in);
-    const idx M = A.shape(0), K = A.shape(1), N = B.shape(1);
+    py::object keep_a, keep_b;
+    const MatRef<T> A = view_of<T>(A_in, keep_a), B = view_of<T>(B_in, keep_b);
+    const idx M = A_in.shape(0), K = A_in.shape(1), N = B_in.shape(1);
     py::array C = empty<T>({M, N});
     {
         py::gil_scoped_release release;
-        matmul<T>(M, N, K, row_major(A.data(), K), row_major(B.data(), N), mut<T>(C), N);
+        matmul<T>(M, N, K, A, B, mut<T>(C), N);
     }
     return C;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -93,11 +94,45 @@ inline int team_rank() {
 #endif
 }
 
-// Waits for the whole team; a no-op outside a parallel region.
+// The team's barrier. Waiters spin briefly, then sleep in the kernel, so that a thread
+// that finished early does not hold a core that a late one (or another process) needs:
+// OpenMP's own barrier may spin for far longer, which on a busy machine costs a whole
+// scheduler slice per timestep.
+class TeamBarrier {
+   public:
+    void set_size(int size) { size_.store(size, std::memory_order_relaxed); }
+    void wait();
+
+   private:
+    std::atomic<int> size_{1};
+    std::atomic<int> arrived_{0};
+    std::atomic<int> generation_{0};
+    std::atomic<int> sleepers_{0};
+};
+
+TeamBarrier*& current_barrier();  // this thread's team, or nullptr outside run_team
+
+// Waits for the whole team; a no-op outside run_team.
 inline void team_barrier() {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+    if (TeamBarrier* b = current_barrier()) {
+        b->wait();
+    }
+}
+
+// Runs body() once on each thread of a team of `threads` (the runtime may give fewer).
+// Inside, team_rank(), team_size() and team_barrier() refer to this team.
+template <class F>
+void run_team(int threads, F&& body) {
+    TeamBarrier barrier;
+#pragma omp parallel num_threads(threads)
+    {
+        barrier.set_size(team_size());
+        TeamBarrier*& slot = current_barrier();
+        TeamBarrier* outer = slot;
+        slot = &barrier;
+        body();
+        slot = outer;
+    }
 }
 
 // The contiguous share [begin, end) of `n` items that this team member owns.

@@ -17,8 +17,7 @@ void lstm_forward(const ForwardArgs<T>& a) {
     const std::vector<PackedB<T>> Wh = pack_gates(a.Wh, H, 4, 0, 4, d.T);
     const Kernels<T>& simd = kernels<T>();
 
-#pragma omp parallel num_threads(num_threads())
-    {
+    run_team(num_threads(), [&] {
         // Gate slots of ws start as x·Wx; each step adds h_{t-1}·Wh, then activates in place.
         gemm<T>(d.N * d.T, 4 * H, d.D, row_major(a.x, d.D), row_major(a.Wx, 4 * H), false, a.ws, W);
         const Block mine = team_block(d.N, Wh[0]);
@@ -57,7 +56,7 @@ void lstm_forward(const ForwardArgs<T>& a) {
         }
         gather_final(d, a.lengths, a.h, H, a.h0, a.hT);
         gather_final(d, a.lengths, a.ws + 4 * H, W, a.c0, a.cT);
-    }
+    });
 }
 
 template <class T>
@@ -70,8 +69,7 @@ void lstm_backward(const BackwardArgs<T>& a) {
     Buffer<T> dA(d.N * d.T * 4 * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
     Buffer<T> tanh_c(threads * H);  // per thread: tanh(c_t) of its units
 
-#pragma omp parallel num_threads(threads)
-    {
+    run_team(threads, [&] {
         T* tc = tanh_c.data() + team_rank() * H;
         // dnext: gradient reaching h_t from later steps; dprev: what this step sends to
         // h_{t-1}; dc: gradient reaching c_t, updated in place down to c_0. Each thread
@@ -126,7 +124,7 @@ void lstm_backward(const BackwardArgs<T>& a) {
         gemm<T>(H, 4 * H, d.N * d.T, row_major<T>(hprev.data(), H).t(),
                 row_major<T>(dA.data(), 4 * H), false, a.dWh, 4 * H);
         input_grads(d, 4 * H, a.x, a.Wx, dA.data(), a.dx, a.dWx, a.db);
-    }
+    });
 }
 
 template void lstm_forward<float>(const ForwardArgs<float>&);

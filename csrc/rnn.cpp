@@ -25,8 +25,7 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
     const PackedB<T> Wh = pack_b(H, H, row_major(a.Wh, H), d.T);  // (H,H), reused by every step
     const Kernels<T>& simd = kernels<T>();
 
-#pragma omp parallel num_threads(num_threads())
-    {
+    run_team(num_threads(), [&] {
         // h (N*T,H) first holds x·Wx; each step adds h_{t-1}·Wh, then b and act in place.
         gemm<T>(d.N * d.T, H, d.D, row_major(a.x, d.D), row_major(a.Wx, H), false, a.h, H);
         const Block mine = team_block(d.N, Wh);
@@ -52,7 +51,7 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
             team_barrier();
         }
         gather_final(d, a.lengths, a.h, H, a.h0, a.hT);
-    }
+    });
 }
 
 template <class T>
@@ -62,8 +61,7 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
     const PackedB<T> WhT = pack_b(H, H, row_major(a.Wh, H).t(), d.T);  // Whᵀ for dh_{t-1} = dA_t·Whᵀ
     Buffer<T> dA(d.N * d.T * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
 
-#pragma omp parallel num_threads(num_threads())
-    {
+    run_team(num_threads(), [&] {
         // dnext: the gradient reaching h_t from later steps; dprev: the one this step sends
         // back. Each thread reads and writes only its own block of both.
         T* dnext = dh_a.data();
@@ -105,7 +103,7 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
         gemm<T>(H, H, d.N * d.T, row_major<T>(hprev.data(), H).t(), row_major<T>(dA.data(), H),
                 false, a.dWh, H);
         input_grads(d, H, a.x, a.Wx, dA.data(), a.dx, a.dWx, a.db);
-    }
+    });
 }
 
 template void rnn_forward<float>(const ForwardArgs<float>&, Activation);

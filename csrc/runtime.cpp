@@ -1,7 +1,17 @@
 // Process-wide settings: which instruction-set build runs, and how many threads.
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "isa.hpp"
 
@@ -110,5 +120,82 @@ int num_threads() {
 }
 
 void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
+
+// ---------------------------------------------------------------- barrier
+
+namespace {
+
+// Sleep until *word != expected (or a spurious wake-up); wake_all wakes every sleeper.
+void sleep_while_equal(std::atomic<int>& word, int expected) {
+#if defined(__linux__)
+    syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+#else
+    if (word.load() == expected) std::this_thread::yield();
+#endif
+}
+
+void wake_all(std::atomic<int>& word) {
+#if defined(__linux__)
+    syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+#else
+    (void)word;
+#endif
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+// How long a waiter spins before it sleeps: longer than a partner thread usually lags on
+// an idle machine (waking a sleeper costs tens of microseconds, more in a VM), far
+// shorter than a scheduler slice. FASTRNN_SPIN_US overrides it.
+std::chrono::microseconds spin_time() {
+    static const std::chrono::microseconds t{[] {
+        const char* env = std::getenv("FASTRNN_SPIN_US");
+        return env != nullptr ? std::max(0, std::atoi(env)) : 250;
+    }()};
+    return t;
+}
+
+}  // namespace
+
+TeamBarrier*& current_barrier() {
+    thread_local TeamBarrier* barrier = nullptr;
+    return barrier;
+}
+
+void TeamBarrier::wait() {
+    const int size = size_.load(std::memory_order_relaxed);
+    if (size <= 1) {
+        return;
+    }
+    const int gen = generation_.load(std::memory_order_acquire);
+    // acq_rel: each arrival publishes its writes; the last one sees everyone's.
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size) {
+        arrived_.store(0, std::memory_order_relaxed);
+        generation_.fetch_add(1, std::memory_order_seq_cst);  // releases the others
+        if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+            wake_all(generation_);
+        }
+        return;
+    }
+    const auto give_up = std::chrono::steady_clock::now() + spin_time();
+    for (int i = 0;; ++i) {
+        if (generation_.load(std::memory_order_acquire) != gen) {
+            return;
+        }
+        cpu_relax();
+        if ((i & 63) == 63 && std::chrono::steady_clock::now() > give_up) {
+            break;
+        }
+    }
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    while (generation_.load(std::memory_order_seq_cst) == gen) {
+        sleep_while_equal(generation_, gen);
+    }
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+}
 
 }  // namespace fastrnn

@@ -36,6 +36,7 @@ __all__ = [
     "gru_backward",
     "sequence_forward",
     "sequence_backward",
+    "matmul",
 ]
 
 Array = np.ndarray
@@ -191,6 +192,17 @@ def sequence_backward(
     dstate0 = (dh0, dc0) if cell == "lstm" else (dh0,)
     dparams = (dWx, dWh, db, dbh) if cell == "gru" else (dWx, dWh, db)
     return dx, dstate0, dparams
+
+
+def matmul(a, b) -> Array:
+    """a (M, K) · b (K, N) -> (M, N) with the kernels' own matrix multiply.
+
+    Same dtype rules as the kernels (float32 or float64, no mixing). It runs on fastrnn's
+    thread pool, so layers built on it do not start NumPy's BLAS threads alongside the
+    kernels', and its result is bitwise the same for any thread count. Transposed and
+    sliced views are read in place.
+    """
+    return _core.matmul(a, b)
 
 
 def _check_cell(cell: object) -> str:

@@ -789,7 +789,9 @@ class TemporalAffine(Layer):
         """x (N, T, D) -> x·W + b, (N, T, M)."""
         x = self._check_x(x)
         self._x = x
-        return x @ self.params["W"] + self.params["b"]
+        out = F.matmul(x.reshape(-1, self.input_dim), self.params["W"])
+        out += self.params["b"]
+        return out.reshape(x.shape[:-1] + (self.output_dim,))
 
     __call__ = forward
 
@@ -804,9 +806,9 @@ class TemporalAffine(Layer):
             raise ValueError(f"dout must have shape {shape}, got {dout.shape}")
         x2 = x.reshape(-1, self.input_dim)
         d2 = dout.reshape(-1, self.output_dim)
-        self._grad_slot("W")[...] += x2.T @ d2
+        self._grad_slot("W")[...] += F.matmul(x2.T, d2)
         self._grad_slot("b")[...] += d2.sum(axis=0)
-        return dout @ self.params["W"].T
+        return F.matmul(d2, self.params["W"].T).reshape(x.shape)
 
 
 def temporal_softmax_loss(

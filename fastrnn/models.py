@@ -267,7 +267,7 @@ class CharRNN:
         ids = self._ids("token_ids", token_ids, 1)
         x = self._encode(ids[:, None], cache=False)
         h, state = self.rnn._run(x, state, None, dropout=False, keep=False)
-        return h[:, 0] @ self.head.params["W"] + self.head.params["b"], state
+        return F.matmul(h[:, 0], self.head.params["W"]) + self.head.params["b"], state
 
     def sample(
         self,
@@ -397,10 +397,10 @@ class CaptioningRNN:
         """One timestep (a T = 1 kernel call): words (M,) -> scores (M, V), next state."""
         x = self.params["W_embed"][words][:, None, :]
         _, state, _ = F.sequence_forward(self.cell_type, x, self._cell_params(), state)
-        return state[0] @ self.params["W_vocab"] + self.params["b_vocab"], state
+        return F.matmul(state[0], self.params["W_vocab"]) + self.params["b_vocab"], state
 
     def _initial_state(self, features: Array) -> Tuple[Array, ...]:
-        h0 = features @ self.params["W_proj"] + self.params["b_proj"]
+        h0 = F.matmul(features, self.params["W_proj"]) + self.params["b_proj"]
         return (h0, np.zeros_like(h0)) if self.cell_type == "lstm" else (h0,)
 
     def _require_start(self) -> int:
@@ -431,15 +431,15 @@ class CaptioningRNN:
         state0 = self._initial_state(feats)
         x = p["W_embed"][captions_in]
         h, _, cache = F.sequence_forward(self.cell_type, x, self._cell_params(), state0)
-        scores = h @ p["W_vocab"] + p["b_vocab"]
+        scores = (F.matmul(h.reshape(-1, self.hidden_dim), p["W_vocab"]) + p["b_vocab"]).reshape(h.shape[:2] + (-1,))
         loss, dscores = temporal_softmax_loss(scores, captions_out, mask)
 
         H = self.hidden_dim
         grads: Dict[str, Array] = {}
         h2, ds2 = h.reshape(-1, H), dscores.reshape(-1, self.vocab_size)
-        grads["W_vocab"] = h2.T @ ds2
+        grads["W_vocab"] = F.matmul(h2.T, ds2)
         grads["b_vocab"] = ds2.sum(axis=0)
-        dh = dscores @ p["W_vocab"].T
+        dh = F.matmul(ds2, p["W_vocab"].T).reshape(h.shape)
         zeros = tuple(np.zeros_like(s) for s in state0)  # explicit zeros: see the kernels note
         dx, dstate0, dparams = F.sequence_backward(dh, cache, zeros)
         for name, g in zip(("Wx", "Wh", "b", "bh"), dparams):
@@ -447,7 +447,7 @@ class CaptioningRNN:
         dW_embed = np.zeros_like(p["W_embed"])
         np.add.at(dW_embed, captions_in, dx)
         grads["W_embed"] = dW_embed
-        grads["W_proj"] = feats.T @ dstate0[0]
+        grads["W_proj"] = F.matmul(feats.T, dstate0[0])
         grads["b_proj"] = dstate0[0].sum(axis=0)
         return loss, {k: grads[k] for k in p}
 
