@@ -53,7 +53,11 @@ void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, 
     }
     const Kernels<T>& isa = kernels<T>();
     const idx nr = isa.nr;
-    const Block s = block_of(M, (N + nr - 1) / nr, team_rank(), team_size());  // j0, j1 in panels
+    // Each thread packs the B panels of its columns and the A tiles of its rows, so splitting
+    // columns repeats A's packing in every thread, and splitting rows repeats B's: split
+    // whichever side makes the repeated part the smaller.
+    const bool split_rows = M > N && M >= team_size() * MC;
+    const Block s = block_of(M, (N + nr - 1) / nr, team_rank(), team_size(), split_rows);  // j in panels
     if (K == 0 && !accumulate) {
         zero_block(C, ldc, s.i0, s.i1, s.j0 * nr, std::min(N, s.j1 * nr));
     }
@@ -97,9 +101,11 @@ PackedB<T> pack_b(idx K, idx N, MatRef<T> B, idx uses) {
     return out;
 }
 
-Block block_of(idx M, idx panels, int rank, int size) {
+Block block_of(idx M, idx panels, int rank, int size, bool split_rows) {
     int row_groups = 1;
-    if (panels < size) {
+    if (split_rows) {
+        row_groups = size;
+    } else if (panels < size) {
         row_groups = int(size / (panels > 0 ? panels : 1));
     }
     const int col_groups = size / row_groups;
@@ -119,7 +125,7 @@ idx panel_width(const PackedB<T>& B) {
 template <class T>
 Block team_block(idx M, const PackedB<T>& B) {
     const idx nr = panel_width(B);
-    Block s = block_of(M, (B.N + nr - 1) / nr, team_rank(), team_size());
+    Block s = block_of(M, (B.N + nr - 1) / nr, team_rank(), team_size(), false);
     s.j0 *= nr;  // panels -> columns
     s.j1 = std::min(B.N, s.j1 * nr);
     return s;

@@ -46,7 +46,9 @@ void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ld
 struct Block {
     idx i0, i1, j0, j1;
 };
-Block block_of(idx M, idx panels, int rank, int size);  // in panels, not columns
+// Splits M rows and `panels` column panels over a team: by panels unless split_rows (or
+// there are fewer panels than threads). Columns here are counted in panels.
+Block block_of(idx M, idx panels, int rank, int size, bool split_rows);
 template <class T>
 Block team_block(idx M, const PackedB<T>& B);
 
