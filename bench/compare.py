@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,18 +38,24 @@ SHAPES = {"S1": (100, 64, 512, 512), "S2": (50, 50, 128, 256), "S3": (100, 1, 25
 # ---------------------------------------------------------------- timing
 
 
-def race(contenders: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
-    """Median seconds per call of each contender, calls interleaved so that machine noise
-    falls on all of them alike."""
-    for fn in contenders.values():
-        fn()
-    times: Dict[str, List[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
+def race(contenders: Dict[str, Callable[[], object]], repeats: int, rounds: int = 3) -> Dict[str, float]:
+    """Best seconds per call of each contender.
+
+    Contenders take turns in blocks of `repeats` calls, `rounds` times, so that machine
+    noise falls on all of them alike. Between blocks the process sleeps briefly: thread
+    pools (OpenBLAS's, PyTorch's, OpenMP's) keep spinning for a while after a call, and a
+    contender timed right after another's would otherwise share its cores with them.
+    """
+    best = {name: float("inf") for name in contenders}
+    for _ in range(rounds):
         for name, fn in contenders.items():
-            t0 = time.perf_counter()
+            time.sleep(0.3)
             fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def flops(T: int, N: int, D: int, H: int, G: int) -> float:
@@ -150,6 +155,7 @@ def check_same(cell: str, p, torch_run) -> float:
 
 
 def main_table(ceiling: float, repeats: int, cells: Sequence[str]) -> List[dict]:
+    """Every cell at S1, S2, S3: fastrnn, PyTorch and the reference."""
     rows = []
     for shape_name, (T, N, D, H) in SHAPES.items():
         for cell in cells:
@@ -162,7 +168,7 @@ def main_table(ceiling: float, repeats: int, cells: Sequence[str]) -> List[dict]
             if err > 1e-3:
                 raise SystemExit(f"{cell} {shape_name}: results differ by {err:.2e}; not timing")
             t = race(contenders, repeats)
-            t_ref = race({"reference": contract_call(reference, cell, p)}, 1 if shape_name == "S1" else 3)
+            t_ref = race({"reference": contract_call(reference, cell, p)}, 1, rounds=1 if shape_name == "S1" else 2)
             f = flops(T, N, D, H, GATES[cell])
             rows.append({
                 "shape": shape_name, "cell": cell, "ms": t["fastrnn"] * 1e3,
@@ -211,7 +217,7 @@ def thread_scaling(repeats: int) -> List[dict]:
         times = {}
         for n in (1, 2):
             fastrnn.set_num_threads(n)
-            times[n] = race({"f": run}, repeats)["f"]
+            times[n] = race({"f": run}, repeats, rounds=2)["f"]
         fastrnn.set_num_threads(0)
         out.append({"shape": shape_name, "speedup": times[1] / times[2]})
     return out
@@ -222,7 +228,7 @@ def length_scaling(repeats: int) -> List[dict]:
     out = []
     for T in (25, 50, 100, 200, 400):
         p = problem("lstm", T, N, D, H)
-        t = race({"f": contract_call(functional, "lstm", p)}, repeats)["f"]
+        t = race({"f": contract_call(functional, "lstm", p)}, repeats, rounds=2)["f"]
         out.append({"T": T, "ms": t * 1e3, "us_per_step": t * 1e6 / T})
     return out
 
@@ -239,9 +245,17 @@ def denormal_ratio(repeats: int) -> float:
 
 
 _MEMORY_PROBE = r"""
-import resource, sys, numpy as np
+import sys
 sys.path.insert(0, {bench!r})
 import compare
+
+
+def peak_kib():
+    # VmHWM is the peak RSS of this process image (ru_maxrss may carry the parent's).
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+
+
 cell, who = sys.argv[1], sys.argv[2]
 T, N, D, H = compare.SHAPES["S1"]
 p = compare.problem(cell, T, N, D, H)
@@ -252,9 +266,9 @@ if who == "torch":
 else:
     from fastrnn import functional
     run = compare.contract_call(functional, cell, p)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kib()
 run()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+print(peak_kib() - before)
 """
 
 
@@ -269,12 +283,12 @@ def peak_memory(cell: str = "lstm") -> Optional[dict]:
 
 
 def gemm_shapes(repeats: int) -> List[dict]:
-    """fastrnn's matrix multiply against numpy.matmul (OpenBLAS) at the products an LSTM
-    at S1 does: the input projection, one step, and the weight-gradient product."""
+    """fastrnn's matrix multiply against numpy.matmul (OpenBLAS) at the whole-sequence
+    products of an LSTM at S1 (the per-step products use weights packed once per call)."""
     T, N, D, H = SHAPES["S1"]
     rng = np.random.default_rng(1)
-    shapes = {"X·Wx (projection)": (T * N, D, 4 * H), "h·Wh (one step)": (N, H, 4 * H),
-              "Xᵀ·dA (dWx)": (D, T * N, 4 * H), "dA·Wxᵀ (dx)": (T * N, 4 * H, D)}
+    shapes = {"X·Wx (projection)": (T * N, D, 4 * H), "Xᵀ·dA (dWx)": (D, T * N, 4 * H),
+              "dA·Wxᵀ (dx)": (T * N, 4 * H, D)}
     out = []
     for name, (M, K, Ncol) in shapes.items():
         a = rng.standard_normal((M, K)).astype(np.float32)
