@@ -526,6 +526,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_num_threads", &num_threads, "Threads the kernels use.");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Sets the kernels' thread count; n <= 0 restores the default (OMP_NUM_THREADS or all cores).");
+    m.def("min_flops_per_thread", &min_flops_per_thread,
+          "Work (FLOPs between two barriers) below which a kernel uses fewer threads.");
+    m.def("set_min_flops_per_thread", &set_min_flops_per_thread, py::arg("flops"),
+          "Sets that threshold; 0 makes every kernel use the full team (for tests).");
     m.def("isa", [] { return std::string(isa_name(active_isa())); }, "The micro-kernel in use.");
     m.def("best_isa", [] { return std::string(isa_name(best_isa())); }, "The best one this CPU supports.");
     m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); }, py::arg("name"),

@@ -76,6 +76,14 @@ T* Buffer<T>::allocate(idx n) {
 
 // Number of threads the kernels use (set_num_threads, else OMP_NUM_THREADS, else all cores).
 int num_threads();
+
+// Threads worth starting for work done in pieces of `flops_between_barriers`: a team
+// costs a wake-up and a barrier per piece, which small pieces do not repay (and on a busy
+// machine a partner thread may wait a whole scheduler slice to run). Results do not
+// depend on the choice.
+int threads_for(double flops_between_barriers);
+double min_flops_per_thread();
+void set_min_flops_per_thread(double flops);  // 0: always the full team (for tests)
 void set_num_threads(int n);  // n <= 0 restores the default
 
 inline int team_size() {

@@ -186,7 +186,7 @@ void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ld
 
 template <class T>
 void matmul(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, T* C, idx ldc) {
-    run_team(num_threads(), [&] { gemm<T>(M, N, K, A, B, false, C, ldc); });
+    run_team(threads_for(2.0 * double(M) * double(N) * double(K)), [&] { gemm<T>(M, N, K, A, B, false, C, ldc); });
 }
 
 template void matmul<float>(idx, idx, idx, MatRef<float>, MatRef<float>, float*, idx);

@@ -35,7 +35,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
     const Kernels<T>& simd = kernels<T>();
     Buffer<T> ah(d.N * 3 * H);  // this step's recurrent products h_{t-1}·Wh_g (N,3H)
 
-    run_team(num_threads(), [&] {
+    run_team(sequence_threads(d, 3), [&] {
         gemm<T>(d.N * d.T, 3 * H, d.D, row_major(a.x, d.D), row_major(a.Wx, 3 * H), false, a.ws, W);
         const Block mine = team_block(d.N, Wh[0]);
         for (idx t = 0; t < d.T; ++t) {
@@ -113,7 +113,7 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
     T* const dAh = reset_after ? dAh_own.data() : dAx.data();
     Buffer<T> hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H), drh(reset_after ? 0 : d.N * H);
 
-    run_team(num_threads(), [&] {
+    run_team(sequence_threads(d, 3), [&] {
         // As in the LSTM: each thread reads and writes only its own block of dnext/dprev.
         T* dnext = dh_a.data();
         T* dprev = dh_b.data();

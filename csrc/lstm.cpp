@@ -17,7 +17,7 @@ void lstm_forward(const ForwardArgs<T>& a) {
     const std::vector<PackedB<T>> Wh = pack_gates(a.Wh, H, 4, 0, 4, d.T);
     const Kernels<T>& simd = kernels<T>();
 
-    run_team(num_threads(), [&] {
+    run_team(sequence_threads(d, 4), [&] {
         // Gate slots of ws start as x·Wx; each step adds h_{t-1}·Wh, then activates in place.
         gemm<T>(d.N * d.T, 4 * H, d.D, row_major(a.x, d.D), row_major(a.Wx, 4 * H), false, a.ws, W);
         const Block mine = team_block(d.N, Wh[0]);
@@ -65,7 +65,7 @@ void lstm_backward(const BackwardArgs<T>& a) {
     const idx H = d.H, W = LSTM_WS * H;
     const PackedB<T> WhT = pack_b(4 * H, H, row_major(a.Wh, 4 * H).t(), d.T);  // (4H,H)
     const Kernels<T>& simd = kernels<T>();
-    const int threads = num_threads();
+    const int threads = sequence_threads(d, 4);
     Buffer<T> dA(d.N * d.T * 4 * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
     Buffer<T> tanh_c(threads * H);  // per thread: tanh(c_t) of its units
 

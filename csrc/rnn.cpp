@@ -25,7 +25,7 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
     const PackedB<T> Wh = pack_b(H, H, row_major(a.Wh, H), d.T);  // (H,H), reused by every step
     const Kernels<T>& simd = kernels<T>();
 
-    run_team(num_threads(), [&] {
+    run_team(sequence_threads(d, 1), [&] {
         // h (N*T,H) first holds x·Wx; each step adds h_{t-1}·Wh, then b and act in place.
         gemm<T>(d.N * d.T, H, d.D, row_major(a.x, d.D), row_major(a.Wx, H), false, a.h, H);
         const Block mine = team_block(d.N, Wh);
@@ -61,7 +61,7 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
     const PackedB<T> WhT = pack_b(H, H, row_major(a.Wh, H).t(), d.T);  // Whᵀ for dh_{t-1} = dA_t·Whᵀ
     Buffer<T> dA(d.N * d.T * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
 
-    run_team(num_threads(), [&] {
+    run_team(sequence_threads(d, 1), [&] {
         // dnext: the gradient reaching h_t from later steps; dprev: the one this step sends
         // back. Each thread reads and writes only its own block of both.
         T* dnext = dh_a.data();

@@ -121,6 +121,23 @@ int num_threads() {
 
 void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
 
+namespace {
+std::atomic<double> g_min_flops_per_thread{double(1 << 17)};
+}
+
+double min_flops_per_thread() { return g_min_flops_per_thread.load(); }
+void set_min_flops_per_thread(double flops) { g_min_flops_per_thread.store(flops > 0 ? flops : 0); }
+
+int threads_for(double flops_between_barriers) {
+    const int n = num_threads();
+    const double per_thread = g_min_flops_per_thread.load();
+    if (per_thread <= 0) {
+        return n;
+    }
+    const double worth = flops_between_barriers / per_thread;
+    return worth >= n ? n : worth >= 2 ? int(worth) : 1;
+}
+
 // ---------------------------------------------------------------- barrier
 
 namespace {

@@ -10,6 +10,12 @@
 
 namespace fastrnn {
 
+// Threads for a sequence kernel: its barriers come once per step, after one step's
+// product h·Wh (G gates).
+inline int sequence_threads(const Dims& d, idx gates) {
+    return threads_for(2.0 * double(d.N) * double(d.H) * double(gates * d.H));
+}
+
 // In a (N,T,W) array, the N x W block of step t has row stride T*W.
 template <class T>
 MatRef<T> step_block(const T* seq, const Dims& d, idx W, idx t) {

@@ -295,3 +295,14 @@ def threads():
     before = _core.get_num_threads()
     yield _core.set_num_threads
     _core.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def full_thread_teams():
+    """Kernels normally run small problems on one thread (a team would cost more than it
+    saves); the tests use small problems, so they ask for the full team every time, to
+    exercise the multi-threaded paths."""
+    before = _core.min_flops_per_thread()
+    _core.set_min_flops_per_thread(0)
+    yield
+    _core.set_min_flops_per_thread(before)

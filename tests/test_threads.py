@@ -70,3 +70,22 @@ def test_gil_is_released_so_python_threads_run_kernels_concurrently():
         t.join()
     for g in got:
         np.testing.assert_array_equal(g, want)
+
+
+def test_small_problems_run_on_fewer_threads_with_the_same_results(restore_threads):
+    from fastrnn import _core
+
+    rng = np.random.default_rng(2)
+    args = [rng.standard_normal(s) for s in [(3, 4, 5), (3, 6), (5, 24), (6, 24), (24,)]]
+    fastrnn.set_num_threads(2)
+    before = _core.min_flops_per_thread()
+    try:
+        results = []
+        for threshold in (0, 1e12):  # full team; then one thread for anything
+            _core.set_min_flops_per_thread(threshold)
+            h, cache = fastrnn.lstm_forward(*args)
+            results.append((h, *fastrnn.lstm_backward(np.ones_like(h), cache)))
+    finally:
+        _core.set_min_flops_per_thread(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
