@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import pytest
@@ -306,3 +306,28 @@ def full_thread_teams():
     _core.set_min_flops_per_thread(0)
     yield
     _core.set_min_flops_per_thread(before)
+
+
+# ---------------------------------------------------------------- numerical gradients
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """CS231n's elementwise relative error, max over entries."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))) if a.size else 0.0
+
+
+def numeric_entries(f: Callable[[], float], arr: np.ndarray, idxs, h: float = 1e-4) -> np.ndarray:
+    """Central differences, fourth-order stencil (8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h:
+    its truncation error (~h^4) is negligible, so the step can be large enough to keep the
+    rounding error small as well."""
+    out = []
+    for idx in idxs:
+        old = arr[idx]
+        values = []
+        for step in (-2, -1, 1, 2):
+            arr[idx] = old + step * h
+            values.append(f())
+        arr[idx] = old
+        out.append((8 * (values[2] - values[1]) - (values[3] - values[0])) / (12 * h))
+    return np.array(out)

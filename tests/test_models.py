@@ -12,6 +12,8 @@ from fastrnn import reference as R
 from fastrnn.layers import temporal_softmax_loss
 from fastrnn.models import CaptioningRNN, CharRNN
 
+from conftest import numeric_entries, rel_error
+
 GRAD_TOL = 1e-6
 WORST: Dict[str, float] = {}
 
@@ -25,25 +27,6 @@ def one_thread():
     fastrnn.set_num_threads(previous)
 
 
-def rel_error(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
-
-
-def numeric_grad_entries(f: Callable[[], float], arr: np.ndarray, idxs, h: float = 1e-4) -> np.ndarray:
-    """Central differences, fourth-order stencil (8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / 12h:
-    its truncation error (~h^4) is negligible, so the step can be large enough to keep the
-    rounding error small as well."""
-    out = []
-    for idx in idxs:
-        old = arr[idx]
-        values = []
-        for step in (-2, -1, 1, 2):
-            arr[idx] = old + step * h
-            values.append(f())
-        arr[idx] = old
-        out.append((8 * (values[2] - values[1]) - (values[3] - values[0])) / (12 * h))
-    return np.array(out)
 
 
 def check_params(name: str, f: Callable[[], float], params: Dict[str, np.ndarray], grads, rng, k: int = 3):
@@ -51,7 +34,7 @@ def check_params(name: str, f: Callable[[], float], params: Dict[str, np.ndarray
     worst = 0.0
     for key, arr in params.items():
         idxs = [np.unravel_index(i, arr.shape) for i in rng.choice(arr.size, min(k, arr.size), replace=False)]
-        num = numeric_grad_entries(f, arr, idxs)
+        num = numeric_entries(f, arr, idxs)
         err = rel_error([grads[key][i] for i in idxs], num)
         assert err < GRAD_TOL, f"{name} {key}: relative error {err:.3g}"
         worst = max(worst, err)
@@ -215,7 +198,7 @@ def test_charrnn_gradcheck(cell, embedding_dim, dropout):
     dstate0 = model.backward(temporal_softmax_loss(scores, y, reduction="mean")[1])
     for s, ds in zip(as_tuple(state0), as_tuple(dstate0)):
         idxs = [np.unravel_index(i, s.shape) for i in rng.choice(s.size, 3, replace=False)]
-        assert rel_error([ds[i] for i in idxs], numeric_grad_entries(f, s, idxs)) < GRAD_TOL
+        assert rel_error([ds[i] for i in idxs], numeric_entries(f, s, idxs)) < GRAD_TOL
 
 
 # --------------------------------------------------------------------------- CaptioningRNN
