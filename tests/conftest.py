@@ -297,6 +297,15 @@ def threads():
     _core.set_num_threads(before)
 
 
+@pytest.fixture
+def one_thread():
+    """Runs the test with one kernel thread, restoring the count afterwards."""
+    before = _core.get_num_threads()
+    _core.set_num_threads(1)
+    yield
+    _core.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def full_thread_teams():
     """Kernels normally run small problems on one thread (a team would cost more than it

@@ -29,12 +29,8 @@ from fastrnn.optim import Adam
 TEXT = "the quick brown fox jumps over the lazy dog. " * 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = fastrnn.get_num_threads()
-    fastrnn.set_num_threads(1)
-    yield
-    fastrnn.set_num_threads(before)
+# Training tests use tiny models: one kernel thread each keeps them fast on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_ckpt(seed: int = 0, val_loss: float = 1.5, iteration: int = 10, cell: str = "lstm") -> Checkpoint:

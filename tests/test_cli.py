@@ -21,12 +21,8 @@ TEXT = "the cat sat on the mat. the dog sat on the log. " * 40  # 1,960 chars
 TINY = ["--hidden", "16", "--layers", "1", "--batch", "4", "--seq", "16", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = fastrnn.get_num_threads()
-    fastrnn.set_num_threads(1)
-    yield
-    fastrnn.set_num_threads(before)
+# Training tests use tiny models: one kernel thread each keeps them fast on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

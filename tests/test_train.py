@@ -27,12 +27,8 @@ TEXT = "hello world, the quick brown fox jumps over the lazy dog. " * 12  # 696 
 VOCAB = Vocab.from_text(TEXT)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = fastrnn.get_num_threads()
-    fastrnn.set_num_threads(1)
-    yield
-    fastrnn.set_num_threads(before)
+# Training tests use tiny models: one kernel thread each keeps them fast on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_trainer(out=None, cell="lstm", dropout=0.25, **kw):
