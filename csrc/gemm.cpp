@@ -72,7 +72,7 @@ void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, 
                 for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
                     const idx i1 = std::min(s.i1, i0 + MC);
                     isa.compute(A, i0, i1, k0, kc, packed, nr, kc * nr, p0, p1, N, accumulate || k0 > 0,
-                                C, ldc, a_tiles);
+                                C, ldc, a_tiles, false);
                 }
             }
         }
@@ -153,7 +153,7 @@ void gemm_block(const Block& s, MatRef<T> A, const PackedB<T>& B, bool accumulat
             const idx full_end = std::min(p1, N / nr);
             if (src.cs == 1 && full_end > p0) {
                 isa.compute(A, s.i0, s.i1, k0, kc, src.p + k0 * src.rs + p0 * nr, src.rs, nr, p0,
-                            full_end, N, acc, C, ldc, a_tiles);
+                            full_end, N, acc, C, ldc, a_tiles, false);
             }
             const idx rest = src.cs == 1 ? std::max(p0, full_end) : p0;
             if (rest < p1) {
@@ -161,7 +161,7 @@ void gemm_block(const Block& s, MatRef<T> A, const PackedB<T>& B, bool accumulat
                 for (idx q0 = rest; q0 < p1; q0 += PANELS_PER_PACK) {
                     const idx q1 = std::min(p1, q0 + PANELS_PER_PACK);
                     isa.pack(src, N, k0, kc, q0, q1, packed);
-                    isa.compute(A, s.i0, s.i1, k0, kc, packed, nr, kc * nr, q0, q1, N, acc, C, ldc, a_tiles);
+                    isa.compute(A, s.i0, s.i1, k0, kc, packed, nr, kc * nr, q0, q1, N, acc, C, ldc, a_tiles, false);
                 }
             }
         }
@@ -173,7 +173,38 @@ void gemm_block(const Block& s, MatRef<T> A, const PackedB<T>& B, bool accumulat
             const idx kc = std::min(KC, K - k0);
             const T* block = B.data.data() + k0 * panels * nr + p0 * kc * nr;
             isa.compute(A, i0, i1, k0, kc, block, nr, kc * nr, p0, p1, N, accumulate || k0 > 0, C, ldc,
-                        a_tiles);
+                        a_tiles, false);
+        }
+    }
+}
+
+template <class T>
+void gemm_block(const Block& s, MatRef<T> A, const PackedB<T>* B, idx count, bool accumulate,
+                T* const* C, idx ldc) {
+    for (idx g = 0; g < count; ++g) {
+        if (!B[g].packed || B[g].N != B[0].N || B[g].K != B[0].K || B[g].isa != B[0].isa) {
+            for (idx h = 0; h < count; ++h) gemm_block(s, A, B[h], accumulate, C[h], ldc);
+            return;
+        }
+    }
+    const Kernels<T>& isa = kernels<T>(B[0].isa);
+    const idx N = B[0].N, K = B[0].K, nr = isa.nr;
+    const idx panels = (N + nr - 1) / nr;
+    const idx p0 = s.j0 / nr, p1 = (s.j1 + nr - 1) / nr;
+    if (s.i0 >= s.i1 || p0 >= p1 || K == 0) {
+        for (idx h = 0; h < count && K == 0 && !accumulate; ++h) zero_block(C[h], ldc, s.i0, s.i1, s.j0, s.j1);
+        return;
+    }
+    T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
+    for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
+        const idx i1 = std::min(s.i1, i0 + MC);
+        for (idx k0 = 0; k0 < K; k0 += KC) {
+            const idx kc = std::min(KC, K - k0);
+            for (idx g = 0; g < count; ++g) {  // A's block is packed once, for the first product
+                const T* block = B[g].data.data() + k0 * panels * nr + p0 * kc * nr;
+                isa.compute(A, i0, i1, k0, kc, block, nr, kc * nr, p0, p1, N, accumulate || k0 > 0, C[g],
+                            ldc, a_tiles, g > 0);
+            }
         }
     }
 }
@@ -200,6 +231,9 @@ template Block team_block<float>(idx, const PackedB<float>&);
 template Block team_block<double>(idx, const PackedB<double>&);
 template void gemm_block<float>(const Block&, MatRef<float>, const PackedB<float>&, bool, float*, idx);
 template void gemm_block<double>(const Block&, MatRef<double>, const PackedB<double>&, bool, double*, idx);
+template void gemm_block<float>(const Block&, MatRef<float>, const PackedB<float>*, idx, bool, float* const*, idx);
+template void gemm_block<double>(const Block&, MatRef<double>, const PackedB<double>*, idx, bool, double* const*,
+                                 idx);
 template void gemm<double>(idx, MatRef<double>, const PackedB<double>&, bool, double*, idx);
 
 }  // namespace fastrnn

@@ -56,6 +56,12 @@ Block team_block(idx M, const PackedB<T>& B);
 template <class T>
 void gemm_block(const Block& block, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc);
 
+// The same for `count` products with one A and same-shaped B[g] (a step's gates), into
+// C[g]: A's block is packed once for all of them.
+template <class T>
+void gemm_block(const Block& block, MatRef<T> A, const PackedB<T>* B, idx count, bool accumulate,
+                T* const* C, idx ldc);
+
 // C = A·B as a call of its own: opens a team of num_threads() and runs gemm() in it.
 template <class T>
 void matmul(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, T* C, idx ldc);

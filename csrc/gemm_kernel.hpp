@@ -154,8 +154,10 @@ struct Kernel {
 
     static void compute(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* b0, idx b_row,
                         idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
-                        T* a_tiles) {
-        pack_a(A, i0, i1, k0, kc, a_tiles);
+                        T* a_tiles, bool a_ready) {
+        if (!a_ready) {
+            pack_a(A, i0, i1, k0, kc, a_tiles);
+        }
         idx p = p0;
         const idx m = i1 - i0;
         if (m <= 2) {

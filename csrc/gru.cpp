@@ -40,9 +40,8 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
         const Block mine = team_block(d.N, Wh[0]);
         for (idx t = 0; t < d.T; ++t) {
             const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
-            for (idx g = 0; g < (reset_after ? 3 : 2); ++g) {
-                gemm_block(mine, hp, Wh[g], false, ah.data() + g * H, 3 * H);
-            }
+            T* const gates[3] = {ah.data(), ah.data() + H, ah.data() + 2 * H};
+            gemm_block(mine, hp, Wh.data(), reset_after ? 3 : 2, false, gates, 3 * H);
             for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 const idx row = n * d.T + t;
                 T* s = a.ws + row * W;

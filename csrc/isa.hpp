@@ -26,10 +26,11 @@ struct Kernels {
     // C[i0:i1, panels p0..p1) (+)= A[i0:i1, k0:k0+kc] * B[k0:k0+kc, panels p0..p1).
     // Row k of panel p is at b + (p - p0) * b_panel + k * b_row: packed panels have
     // b_row = nr and b_panel = kc * nr; a row-major B used in place, b_row = ldb and
-    // b_panel = nr. a_scratch holds (i1 - i0 rounded up to mr) * kc values.
+    // b_panel = nr. a_scratch holds (i1 - i0 rounded up to mr) * kc values: A's block,
+    // repacked, unless a_ready says the previous call with the same A block left it there.
     void (*compute)(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* b, idx b_row,
                     idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
-                    T* a_scratch);
+                    T* a_scratch, bool a_ready);
 
     // Elementwise activations in place over p[0:n]: accurate to a few ulp, NaN in gives NaN.
     void (*sigmoid)(T* p, idx n);

@@ -23,9 +23,8 @@ void lstm_forward(const ForwardArgs<T>& a) {
         const Block mine = team_block(d.N, Wh[0]);
         for (idx t = 0; t < d.T; ++t) {
             const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
-            for (idx g = 0; g < 4; ++g) {
-                gemm_block(mine, hp, Wh[g], true, a.ws + t * W + g * H, d.T * W);
-            }
+            T* const gates[4] = {a.ws + t * W, a.ws + t * W + H, a.ws + t * W + 2 * H, a.ws + t * W + 3 * H};
+            gemm_block(mine, hp, Wh.data(), 4, true, gates, d.T * W);
             for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 const idx row = n * d.T + t;
                 T* s = a.ws + row * W;
