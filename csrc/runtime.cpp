@@ -122,7 +122,7 @@ int num_threads() {
 void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
 
 namespace {
-std::atomic<double> g_min_flops_per_thread{double(1 << 17)};
+std::atomic<double> g_min_flops_per_thread{double(1 << 15)};
 }
 
 double min_flops_per_thread() { return g_min_flops_per_thread.load(); }
