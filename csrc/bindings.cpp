@@ -37,15 +37,23 @@ std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).
 
 // Any array-like (array, list, scalar) as an ndarray, without changing its dtype.
 py::array as_array(py::handle obj, const std::string& name) {
+    // Looked up once; released on purpose, so they outlive the interpreter's teardown order.
+    static const py::handle ndarray = py::object(py::module_::import("numpy").attr("ndarray")).release();
+    static const py::handle masked = py::object(py::module_::import("numpy.ma").attr("MaskedArray")).release();
+    static const py::handle asarray = py::object(py::module_::import("numpy").attr("asarray")).release();
+    if (py::type::handle_of(obj).is(ndarray)) {
+        return py::reinterpret_borrow<py::array>(obj);
+    }
     if (obj.is_none()) {
         throw py::type_error(name + " must be an array, got None");
     }
-    if (py::isinstance<py::array>(obj)) {
-        return py::reinterpret_borrow<py::array>(obj);
+    if (py::isinstance(obj, masked)) {
+        throw py::type_error(name + " is a masked array; fastrnn would ignore its mask: pass "
+                             "a plain array (for example " + name + ".filled())");
     }
     py::object arr;
     try {
-        arr = py::module_::import("numpy").attr("asarray")(obj);
+        arr = asarray(obj);  // lists, scalars, and ndarray subclasses such as np.matrix
     } catch (py::error_already_set&) {
         throw py::type_error(name + " must be an array, got " + type_name(obj));
     }
@@ -114,7 +122,16 @@ class FloatArgs {
     // A C-contiguous version (a copy only when needed; never a dtype change).
     template <class T>
     static CArray<T> contiguous(const py::array& a) {
-        return CArray<T>::ensure(a);
+        // C-contiguous, aligned and in native byte order; a copy only when needed. Unlike
+        // array_t::ensure, a failure (MemoryError for an absurd size) propagates.
+        auto& api = py::detail::npy_api::get();
+        const int flags = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+                          py::detail::npy_api::NPY_ARRAY_ENSUREARRAY_ | py::detail::npy_api::NPY_ARRAY_FORCECAST_;
+        PyObject* out = api.PyArray_FromAny_(a.ptr(), py::dtype::of<T>().release().ptr(), 0, 0, flags, nullptr);
+        if (out == nullptr) {
+            throw py::error_already_set();
+        }
+        return py::reinterpret_steal<CArray<T>>(out);
     }
 
    private:
@@ -397,9 +414,13 @@ Cache& expect_cache(py::handle obj, const std::string& cell, bool step) {
         throw py::type_error("cache comes from a " + c.spec.name + " forward call, but this is the " +
                              cell + " backward");
     }
-    if (step && c.dims.T != 1) {
-        throw py::value_error("cache comes from a sequence of T=" + std::to_string(c.dims.T) +
-                              " steps; a step backward needs the cache of a step forward");
+    if (step && !c.step) {
+        throw py::type_error("cache comes from a sequence forward call (T=" + std::to_string(c.dims.T) +
+                             "); a step backward needs the cache of a step forward");
+    }
+    if (!step && c.step) {
+        throw py::type_error("cache comes from a step forward call; this backward needs the cache of "
+                             "a sequence forward call");
     }
     return c;
 }

@@ -111,6 +111,7 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
     Buffer<T> dAx(d.N * d.T * 3 * H), dAh_own(reset_after ? d.N * d.T * 3 * H : 0);
     T* const dAh = reset_after ? dAh_own.data() : dAx.data();
     Buffer<T> hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H), drh(reset_after ? 0 : d.N * H);
+    Buffer<T> x_scratch(a.lengths.len != nullptr ? d.N * d.T * d.D : 0);  // x with padding as 0
 
     run_team(sequence_threads(d, 3), [&] {
         // As in the LSTM: each thread reads and writes only its own block of dnext/dprev.
@@ -176,13 +177,14 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
                 team_barrier();
             }
             gemm_block(mine, step_block<T>(dAh, d, 3 * H, t), WhT, true, dprev, H);
+            pass_through_inactive(mine, a.lengths, t, H, dnext, dprev);
             std::swap(dnext, dprev);
         }
         for_block_units(mine, [&](idx n, idx j0, idx j1) {
             std::copy(dnext + n * H + j0, dnext + n * H + j1, a.dh0 + n * H + j0);
         });
 
-        shifted_states(d, a.h0, a.h, hprev.data());
+        shifted_states(d, a.lengths, a.h0, a.h, hprev.data());
         const MatRef<T> Hprev_t = row_major<T>(hprev.data(), H).t();
         if (reset_after) {
             gemm<T>(H, 3 * H, d.N * d.T, Hprev_t, row_major<T>(dAh, 3 * H), false, a.dWh, 3 * H);
@@ -192,7 +194,7 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
             gemm<T>(H, H, d.N * d.T, RH_t, row_major<T>(dAh + 2 * H, 3 * H), false, a.dWh + 2 * H, 3 * H);
         }
         column_sums(d.N * d.T, 3 * H, dAh, 3 * H, a.dbh);
-        input_grads(d, 3 * H, a.x, a.Wx, dAx.data(), a.dx, a.dWx, a.db);
+        input_grads(d, a.lengths, 3 * H, a.x, x_scratch.data(), a.Wx, dAx.data(), a.dx, a.dWx, a.db);
     });
 }
 

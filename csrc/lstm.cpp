@@ -66,6 +66,7 @@ void lstm_backward(const BackwardArgs<T>& a) {
     const Kernels<T>& simd = kernels<T>();
     const int threads = sequence_threads(d, 4);
     Buffer<T> dA(d.N * d.T * 4 * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
+    Buffer<T> x_scratch(a.lengths.len != nullptr ? d.N * d.T * d.D : 0);  // x with padding as 0
     Buffer<T> tanh_c(threads * H);  // per thread: tanh(c_t) of its units
 
     run_team(threads, [&] {
@@ -113,16 +114,17 @@ void lstm_backward(const BackwardArgs<T>& a) {
             });
             team_barrier();  // the product below needs every unit of dA_t
             gemm_block(mine, step_block<T>(dA.data(), d, 4 * H, t), WhT, true, dprev, H);
+            pass_through_inactive(mine, a.lengths, t, H, dnext, dprev);
             std::swap(dnext, dprev);
         }
         for_block_units(mine, [&](idx n, idx j0, idx j1) {
             std::copy(dnext + n * H + j0, dnext + n * H + j1, a.dh0 + n * H + j0);
         });
 
-        shifted_states(d, a.h0, a.h, hprev.data());
+        shifted_states(d, a.lengths, a.h0, a.h, hprev.data());
         gemm<T>(H, 4 * H, d.N * d.T, row_major<T>(hprev.data(), H).t(),
                 row_major<T>(dA.data(), 4 * H), false, a.dWh, 4 * H);
-        input_grads(d, 4 * H, a.x, a.Wx, dA.data(), a.dx, a.dWx, a.db);
+        input_grads(d, a.lengths, 4 * H, a.x, x_scratch.data(), a.Wx, dA.data(), a.dx, a.dWx, a.db);
     });
 }
 

@@ -7,13 +7,15 @@ namespace fastrnn {
 
 namespace {
 
-// d act / d a, written in terms of the output h = act(a).
+// d act / d a times the incoming gradient g, written in terms of the output h = act(a).
+// For relu the gradient is selected, not multiplied by 0, so a NaN in g stops at an
+// inactive unit (as in PyTorch).
 template <class T>
-T activation_slope(T h, Activation act) {
+T activation_backward(T g, T h, Activation act) {
     if (act == Activation::tanh) {
-        return T(1) - h * h;
+        return g * (T(1) - h * h);
     }
-    return h > T(0) ? T(1) : T(0);
+    return h > T(0) ? g : T(0);
 }
 
 }  // namespace
@@ -60,6 +62,7 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
     const idx H = d.H;
     const PackedB<T> WhT = pack_b(H, H, row_major(a.Wh, H).t(), d.T);  // Whᵀ for dh_{t-1} = dA_t·Whᵀ
     Buffer<T> dA(d.N * d.T * H), hprev(d.N * d.T * H), dh_a(d.N * H), dh_b(d.N * H);
+    Buffer<T> x_scratch(a.lengths.len != nullptr ? d.N * d.T * d.D : 0);  // x with padding as 0
 
     run_team(sequence_threads(d, 1), [&] {
         // dnext: the gradient reaching h_t from later steps; dprev: the one this step sends
@@ -87,22 +90,23 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
                 const T* ht = a.h + row * H;
                 for (idx j = j0; j < j1; ++j) {
                     const T g = (a.dh ? a.dh[row * H + j] : T(0)) + dnext[n * H + j];
-                    da[j] = g * activation_slope(ht[j], act);
+                    da[j] = activation_backward(g, ht[j], act);
                     dprev[n * H + j] = T(0);
                 }
             });
             team_barrier();  // the product below needs every unit of dA_t
             gemm_block(mine, step_block<T>(dA.data(), d, H, t), WhT, true, dprev, H);
+            pass_through_inactive(mine, a.lengths, t, H, dnext, dprev);
             std::swap(dnext, dprev);
         }
         for_block_units(mine, [&](idx n, idx j0, idx j1) {
             std::copy(dnext + n * H + j0, dnext + n * H + j1, a.dh0 + n * H + j0);
         });
 
-        shifted_states(d, a.h0, a.h, hprev.data());
+        shifted_states(d, a.lengths, a.h0, a.h, hprev.data());
         gemm<T>(H, H, d.N * d.T, row_major<T>(hprev.data(), H).t(), row_major<T>(dA.data(), H),
                 false, a.dWh, H);
-        input_grads(d, H, a.x, a.Wx, dA.data(), a.dx, a.dWx, a.db);
+        input_grads(d, a.lengths, H, a.x, x_scratch.data(), a.Wx, dA.data(), a.dx, a.dWx, a.db);
     });
 }
 

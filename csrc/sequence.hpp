@@ -89,26 +89,64 @@ void column_sums(idx rows, idx cols, const T* a, idx ld, T* out) {
 }
 
 // Hprev (N,T,H): h_{t-1} for every step, h0 at t = 0. Backward's dWh = Hprevᵀ·dA.
+// Steps past a row's length are 0 (their dA is 0, and 0 times a NaN would not be).
 template <class T>
-void shifted_states(const Dims& d, const T* h0, const T* h, T* hprev) {
+void shifted_states(const Dims& d, const Lengths& len, const T* h0, const T* h, T* hprev) {
     const Range r = my_share(d.N * d.T);
     for (idx i = r.begin; i < r.end; ++i) {
         const idx n = i / d.T, t = i % d.T;
+        if (!len.active(n, t)) {
+            std::fill(hprev + i * d.H, hprev + (i + 1) * d.H, T(0));
+            continue;
+        }
         const T* src = t == 0 ? h0 + n * d.H : h + (i - 1) * d.H;
         std::copy(src, src + d.H, hprev + i * d.H);
     }
     team_barrier();
 }
 
+// After a backward step's product: rows that were past their length at step t pass the
+// gradient through unchanged (the product added 0·Whᵀ, which is NaN if Wh holds one).
+template <class T>
+void pass_through_inactive(const Block& b, const Lengths& len, idx t, idx H, const T* dnext, T* dprev) {
+    if (len.len == nullptr || b.j0 >= b.j1) {
+        return;
+    }
+    for (idx n = b.i0; n < b.i1; ++n) {
+        if (!len.active(n, t)) {
+            std::copy(dnext + n * H + b.j0, dnext + n * H + b.j1, dprev + n * H + b.j0);
+        }
+    }
+}
+
 // The input side of backward, as three whole-sequence products over dA (N*T, GH):
 //   dWx = Xᵀ·dA,  db = Σ_rows dA,  dx = dA·Wxᵀ
+// With lengths, padded steps take no part: x's padding is read as 0 (through x_scratch,
+// N*T*D values) and their dx is 0, whatever the padding or the weights hold.
 template <class T>
-void input_grads(const Dims& d, idx GH, const T* x, const T* Wx, const T* dA, T* dx, T* dWx,
-                 T* db) {
+void input_grads(const Dims& d, const Lengths& len, idx GH, const T* x, T* x_scratch, const T* Wx,
+                 const T* dA, T* dx, T* dWx, T* db) {
     const idx rows = d.N * d.T;
+    if (len.len != nullptr) {
+        const Range r = my_share(rows);
+        for (idx i = r.begin; i < r.end; ++i) {
+            const bool live = len.active(i / d.T, i % d.T);
+            T* out = x_scratch + i * d.D;
+            live ? (void)std::copy(x + i * d.D, x + (i + 1) * d.D, out) : std::fill(out, out + d.D, T(0));
+        }
+        team_barrier();
+        x = x_scratch;
+    }
     gemm<T>(d.D, GH, rows, row_major(x, d.D).t(), row_major(dA, GH), false, dWx, GH);
     column_sums(rows, GH, dA, GH, db);
     gemm<T>(rows, d.D, GH, row_major(dA, GH), row_major(Wx, GH).t(), false, dx, d.D);
+    if (len.len != nullptr) {
+        const Range r = my_share(rows);
+        for (idx i = r.begin; i < r.end; ++i) {
+            if (!len.active(i / d.T, i % d.T)) std::fill(dx + i * d.D, dx + (i + 1) * d.D, T(0));
+        }
+        team_barrier();
+    }
 }
 
 }  // namespace fastrnn

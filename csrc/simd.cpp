@@ -49,6 +49,7 @@ struct F32 {
         const __m512i bits = _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127));
         return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 23));
     }
+    static R where_less(R a, R b, R x, R y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x); }
 };
 struct F64 {
     using T = double;
@@ -69,6 +70,7 @@ struct F64 {
         const __m512i bits = _mm512_add_epi64(_mm512_castpd_si512(t), _mm512_set1_epi64(1023));
         return _mm512_castsi512_pd(_mm512_slli_epi64(bits, 52));
     }
+    static R where_less(R a, R b, R x, R y) { return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_LT_OQ), y, x); }
 };
 
 #elif defined(FASTRNN_BUILD_AVX2)
@@ -93,6 +95,7 @@ struct F32 {
         const __m256i bits = _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127));
         return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 23));
     }
+    static R where_less(R a, R b, R x, R y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
 };
 struct F64 {
     using T = double;
@@ -113,6 +116,7 @@ struct F64 {
         const __m256i bits = _mm256_add_epi64(_mm256_castpd_si256(t), _mm256_set1_epi64x(1023));
         return _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52));
     }
+    static R where_less(R a, R b, R x, R y) { return _mm256_blendv_pd(y, x, _mm256_cmp_pd(a, b, _CMP_LT_OQ)); }
 };
 
 #else
@@ -150,6 +154,7 @@ struct Plain {
     static R min(R a, R b) { return map([&](int l) { return a.v[l] < b.v[l] ? a.v[l] : b.v[l]; }); }
     static R max(R a, R b) { return map([&](int l) { return a.v[l] > b.v[l] ? a.v[l] : b.v[l]; }); }
     static R fma(R a, R b, R c) { return map([&](int l) { return a.v[l] * b.v[l] + c.v[l]; }); }
+    static R where_less(R a, R b, R x, R y) { return map([&](int l) { return a.v[l] < b.v[l] ? x.v[l] : y.v[l]; }); }
     static R exp2i(R t) {
         return map([&](int l) {
             Bits bits;

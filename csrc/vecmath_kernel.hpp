@@ -5,11 +5,13 @@
 // polynomial for exp(r) on |r| <= ln2/2, scaled by 2^n built directly in the exponent bits.
 // float uses a degree-7 minimax polynomial, double the Taylor series to r^13 (truncation
 // < 1e-17); both are within a few ulp of the correctly rounded result. Arguments are
-// clamped to the range where 2^n is a normal number; NaN passes through (V::min/max return
-// their second operand when either is NaN, so the argument goes second).
+// clamped to the range where 2^n is a normal number, and results beyond it are 0 or
+// infinity; NaN passes through (V::min/max return their second operand when either is
+// NaN, so the argument goes second).
 //
-// V needs, beyond gemm_kernel.hpp's list: add, sub, mul, div, min, max and exp2i(t), which
-// returns 2^n for t = n + 1.5 * 2^mantissa_bits.
+// V needs, beyond gemm_kernel.hpp's list: add, sub, mul, div, min, max, exp2i(t), which
+// returns 2^n for t = n + 1.5 * 2^mantissa_bits, and where_less(a, b, x, y) = a < b ? x : y
+// per lane (false when either is NaN).
 
 namespace fastrnn {
 namespace FASTRNN_ISA_NS {
@@ -28,6 +30,7 @@ struct Math {
     }
 
     static R exp(R x) {
+        const R arg = x;
         const T hi = f32 ? T(88.3) : T(709.0);
         const T lo = f32 ? T(-87.3) : T(-708.3);
         const T magic = f32 ? T(12582912.0) : T(6755399441055744.0);  // 1.5 * 2^23, 1.5 * 2^52
@@ -52,7 +55,12 @@ struct Math {
         }
         // exp(r) = 1 + r + r^2 p(r)
         const R e = V::add(V::fma(p, V::mul(r, r), r), V::bcast(T(1)));
-        return V::mul(e, V::exp2i(t));
+        R out = V::mul(e, V::exp2i(t));
+        // Past the clamped range the result underflows to 0 or overflows to infinity, as the
+        // true exp does near there: so sigmoid(-inf) is exactly 0, and 0 * inf makes NaN.
+        out = V::where_less(arg, V::bcast(lo), V::zero(), out);
+        out = V::where_less(V::bcast(hi), arg, V::bcast(f32 ? T(__builtin_huge_valf()) : T(__builtin_huge_val())), out);
+        return out;
     }
 
     static R sigmoid(R x) {
