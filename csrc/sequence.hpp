@@ -28,19 +28,6 @@ MatRef<T> prev_h(const T* h0, const T* h, const Dims& d, idx t) {
     return t == 0 ? MatRef<T>{h0, d.H, 1} : step_block(h, d, d.H, t - 1);
 }
 
-// Calls f(n, j0, j1) for this thread's share of the N*H hidden units of one step. Each
-// unit's arithmetic is independent of the split, so results do not depend on it.
-template <class F>
-void for_my_units(const Dims& d, F&& f) {
-    const Range r = my_share(d.N * d.H);
-    for (idx i = r.begin; i < r.end;) {
-        const idx n = i / d.H, j0 = i % d.H;
-        const idx j1 = std::min(d.H, j0 + (r.end - i));
-        f(n, j0, j1);
-        i += j1 - j0;
-    }
-}
-
 // Calls f(n, j0, j1) for the rows and hidden units of a product block (see gemm.hpp). A
 // step that computes its block of h_{t-1}·Wh for every gate can then finish those units
 // at once: only the next step's product needs all of h_t, so one barrier per step.
