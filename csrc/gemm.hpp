@@ -3,11 +3,12 @@
 // All products are row-major C (M x N, row stride ldc) = [C +] A (M x K) * B (K x N),
 // where A and B are strided views, so a transpose is just a swap of strides.
 //
-// Work is shared by a thread team: call these from every thread of an OpenMP parallel
-// region (or from outside any region, where the caller's thread does all of it). Threads
-// split the output into fixed column panels (and row blocks when panels are few); the
-// reduction over K is never split, and always runs in the same order, so the result is
-// bitwise the same for any thread count. Each call ends with a team barrier.
+// Work is shared by a thread team: call these from every thread of a run_team() team (or
+// from outside one, where the caller's thread does all of it). Threads split the output
+// into fixed column panels, or into rows when A is the operand that would otherwise be
+// repacked by every thread; the reduction over K is never split and always runs in the
+// same order, so the result is bitwise the same for any thread count. Each call ends with
+// a team barrier, except gemm_block's.
 //
 // The micro-kernel is the active instruction set's (isa.hpp).
 #pragma once
