@@ -133,9 +133,13 @@ Block team_block(idx M, const PackedB<T>& B) {
 
 template <class T>
 void gemm_block(const Block& s, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc) {
+    if (B.packed) {
+        gemm_block(s, A, &B, 1, accumulate, &C, ldc);  // the loop over products serves one
+        return;
+    }
+    // B read in place: full panels straight from B, a ragged last one packed.
     const Kernels<T>& isa = kernels<T>(B.isa);
     const idx N = B.N, K = B.K, nr = isa.nr;
-    const idx panels = (N + nr - 1) / nr;
     const idx p0 = s.j0 / nr, p1 = (s.j1 + nr - 1) / nr;
     if (s.i0 >= s.i1 || p0 >= p1) {
         return;
@@ -145,35 +149,23 @@ void gemm_block(const Block& s, MatRef<T> A, const PackedB<T>& B, bool accumulat
         return;
     }
     T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
-    if (!B.packed) {  // read in place: full panels straight from B, a ragged last one packed
-        const MatRef<T> src = B.source;
-        for (idx k0 = 0; k0 < K; k0 += DIRECT_KC) {
-            const idx kc = std::min(DIRECT_KC, K - k0);
-            const bool acc = accumulate || k0 > 0;
-            const idx full_end = std::min(p1, N / nr);
-            if (src.cs == 1 && full_end > p0) {
-                isa.compute(A, s.i0, s.i1, k0, kc, src.p + k0 * src.rs + p0 * nr, src.rs, nr, p0,
-                            full_end, N, acc, C, ldc, a_tiles, false);
-            }
-            const idx rest = src.cs == 1 ? std::max(p0, full_end) : p0;
-            if (rest < p1) {
-                T* packed = thread_buffer<T>(0, KC * PANELS_PER_PACK * nr);
-                for (idx q0 = rest; q0 < p1; q0 += PANELS_PER_PACK) {
-                    const idx q1 = std::min(p1, q0 + PANELS_PER_PACK);
-                    isa.pack(src, N, k0, kc, q0, q1, packed);
-                    isa.compute(A, s.i0, s.i1, k0, kc, packed, nr, kc * nr, q0, q1, N, acc, C, ldc, a_tiles, false);
-                }
-            }
+    const MatRef<T> src = B.source;
+    for (idx k0 = 0; k0 < K; k0 += DIRECT_KC) {
+        const idx kc = std::min(DIRECT_KC, K - k0);
+        const bool acc = accumulate || k0 > 0;
+        const idx full_end = std::min(p1, N / nr);
+        if (src.cs == 1 && full_end > p0) {
+            isa.compute(A, s.i0, s.i1, k0, kc, src.p + k0 * src.rs + p0 * nr, src.rs, nr, p0, full_end, N, acc,
+                        C, ldc, a_tiles, false);
         }
-        return;
-    }
-    for (idx i0 = s.i0; i0 < s.i1; i0 += MC) {
-        const idx i1 = std::min(s.i1, i0 + MC);
-        for (idx k0 = 0; k0 < K; k0 += KC) {
-            const idx kc = std::min(KC, K - k0);
-            const T* block = B.data.data() + k0 * panels * nr + p0 * kc * nr;
-            isa.compute(A, i0, i1, k0, kc, block, nr, kc * nr, p0, p1, N, accumulate || k0 > 0, C, ldc,
-                        a_tiles, false);
+        const idx rest = src.cs == 1 ? std::max(p0, full_end) : p0;
+        if (rest < p1) {
+            T* packed = thread_buffer<T>(0, KC * PANELS_PER_PACK * nr);
+            for (idx q0 = rest; q0 < p1; q0 += PANELS_PER_PACK) {
+                const idx q1 = std::min(p1, q0 + PANELS_PER_PACK);
+                isa.pack(src, N, k0, kc, q0, q1, packed);
+                isa.compute(A, s.i0, s.i1, k0, kc, packed, nr, kc * nr, q0, q1, N, acc, C, ldc, a_tiles, false);
+            }
         }
     }
 }
