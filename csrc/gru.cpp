@@ -130,10 +130,9 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
                 const idx row = n * d.T + t;
                 T* dx3 = dAx.data() + row * 3 * H;
                 T* dh3 = dAh + row * 3 * H;
-                if (!a.lengths.active(n, t)) {
+                if (!a.lengths.active(n, t)) {  // dA is 0; pass_through_inactive keeps the state's gradient
                     for (idx j = j0; j < j1; ++j) {
                         for (idx k = 0; k < 3; ++k) dx3[k * H + j] = dh3[k * H + j] = T(0);
-                        dprev[n * H + j] = dnext[n * H + j];
                     }
                     return;
                 }

@@ -89,10 +89,9 @@ void lstm_backward(const BackwardArgs<T>& a) {
             for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 const idx row = n * d.T + t;
                 T* da = dA.data() + row * 4 * H;
-                if (!a.lengths.active(n, t)) {
+                if (!a.lengths.active(n, t)) {  // dA is 0; pass_through_inactive keeps the state's gradient
                     for (idx j = j0; j < j1; ++j) {
                         for (idx k = 0; k < 4; ++k) da[k * H + j] = T(0);
-                        dprev[n * H + j] = dnext[n * H + j];
                     }
                     return;
                 }

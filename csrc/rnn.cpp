@@ -80,10 +80,9 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
             for_block_units(mine, [&](idx n, idx j0, idx j1) {
                 const idx row = n * d.T + t;
                 T* da = dA.data() + row * H;
-                if (!a.lengths.active(n, t)) {  // the state passes through unchanged
+                if (!a.lengths.active(n, t)) {  // dA is 0; pass_through_inactive keeps the state's gradient
                     for (idx j = j0; j < j1; ++j) {
                         da[j] = T(0);
-                        dprev[n * H + j] = dnext[n * H + j];
                     }
                     return;
                 }
