@@ -11,6 +11,7 @@
 
 #include "cells.hpp"
 #include "gemm.hpp"
+#include "training.hpp"
 
 namespace py = pybind11;
 using namespace fastrnn;
@@ -513,6 +514,282 @@ py::array matmul_entry(py::object A_obj, py::object B_obj) {
     return args.is_double() ? run_matmul<double>(A, B) : run_matmul<float>(A, B);
 }
 
+// ---------------------------------------------------------------- training kernels
+
+// A list of arrays updated in place: each a C-contiguous, writeable ndarray of `dtype`.
+template <class T>
+struct InPlaceList {
+    std::vector<py::array> keep;
+    std::vector<T*> ptrs;
+    std::vector<idx> sizes;
+};
+
+template <class T>
+InPlaceList<T> in_place_list(const py::list& list, const std::string& name) {
+    InPlaceList<T> out;
+    const py::dtype dtype = py::dtype::of<T>();
+    for (std::size_t k = 0; k < list.size(); ++k) {
+        const std::string item = name + "[" + std::to_string(k) + "]";
+        if (!py::isinstance<py::array>(list[k])) {
+            throw py::type_error(item + " must be a np.ndarray, got " + type_name(list[k]));
+        }
+        py::array a = py::reinterpret_borrow<py::array>(list[k]);
+        if (a.dtype().num() != dtype.num()) {
+            throw py::type_error(item + " has dtype " + dtype_str(a) + "; expected " +
+                                 py::str(dtype).cast<std::string>() + " like the first array");
+        }
+        if (!(a.flags() & py::array::c_style) || !a.writeable() ||
+            !a.attr("flags").attr("aligned").cast<bool>()) {
+            throw py::value_error(item + " must be a writeable, aligned, C-contiguous array "
+                                  "(it is updated in place)");
+        }
+        out.ptrs.push_back(mut<T>(a));
+        out.sizes.push_back(idx(a.size()));
+        out.keep.push_back(a);
+    }
+    return out;
+}
+
+// Read-only companions of `like` (same length, same shapes): copied to C order if needed.
+template <class T>
+std::vector<const T*> read_list(const py::list& list, const std::string& name, const InPlaceList<T>& like,
+                                const std::string& like_name, std::vector<py::array>& keep) {
+    if (list.size() != like.keep.size()) {
+        throw py::value_error(name + " has " + std::to_string(list.size()) + " arrays but " + like_name +
+                              " has " + std::to_string(like.keep.size()));
+    }
+    std::vector<const T*> out;
+    for (std::size_t k = 0; k < list.size(); ++k) {
+        const std::string item = name + "[" + std::to_string(k) + "]";
+        const py::array a = as_array(list[k], item);
+        if (a.dtype().num() != py::dtype::of<T>().num()) {
+            throw py::type_error(item + " has dtype " + dtype_str(a) + " but " + like_name + "[" +
+                                 std::to_string(k) + "] has " + dtype_str(like.keep[k]));
+        }
+        if (shape_of(a) != shape_of(like.keep[k])) {
+            throw py::value_error(item + " has shape " + shape_str(shape_of(a)) + " but " + like_name + "[" +
+                                  std::to_string(k) + "] has shape " + shape_str(shape_of(like.keep[k])));
+        }
+        keep.push_back(FloatArgs::contiguous<T>(a));
+        out.push_back(ptr<T>(keep.back()));
+    }
+    return out;
+}
+
+// The dtype of a list's first array (float32 or float64), for dispatch.
+bool list_is_double(const py::list& list, const std::string& name) {
+    if (list.size() == 0) {
+        throw py::value_error(name + " is empty");
+    }
+    if (!py::isinstance<py::array>(list[0])) {
+        throw py::type_error(name + "[0] must be a np.ndarray, got " + type_name(list[0]));
+    }
+    const py::array a = py::reinterpret_borrow<py::array>(list[0]);
+    if (!is_float_dtype(a)) {
+        throw py::type_error(name + "[0] must be float32 or float64, got dtype " + dtype_str(a));
+    }
+    return a.dtype().num() == py::dtype::of<double>().num();
+}
+
+UpdateRule parse_rule(const std::string& kind, const py::dict& coef) {
+    UpdateRule r;
+    if (kind == "sgd") r.kind = UpdateRule::sgd;
+    else if (kind == "adagrad") r.kind = UpdateRule::adagrad;
+    else if (kind == "rmsprop") r.kind = UpdateRule::rmsprop;
+    else if (kind == "adam") r.kind = UpdateRule::adam;
+    else throw py::value_error("rule must be 'sgd', 'adagrad', 'rmsprop' or 'adam', got '" + kind + "'");
+    auto num = [&](const char* key, double fallback) {
+        return coef.contains(key) ? coef[key].cast<double>() : fallback;
+    };
+    auto flag = [&](const char* key) { return coef.contains(key) && coef[key].cast<bool>(); };
+    r.lr = num("lr", 0.0);
+    r.momentum = num("momentum", 0.0);
+    r.weight_decay = num("weight_decay", 0.0);
+    r.nesterov = flag("nesterov");
+    r.alpha = num("alpha", 0.0);
+    r.eps = num("eps", 0.0);
+    r.beta1 = num("beta1", 0.0);
+    r.beta2 = num("beta2", 0.0);
+    r.step_size = num("step_size", 0.0);
+    r.bc2_sqrt = num("bc2_sqrt", 1.0);
+    r.decoupled = flag("decoupled");
+    return r;
+}
+
+std::size_t buffers_of(const UpdateRule& r) {
+    switch (r.kind) {
+        case UpdateRule::sgd: return r.momentum > 0 ? 1 : 0;
+        case UpdateRule::adam: return 2;
+        default: return 1;
+    }
+}
+
+template <class T>
+void run_optimizer_update(const UpdateRule& rule, const py::list& params, const py::list& grads,
+                          const py::list& state0, const py::list& state1) {
+    const InPlaceList<T> p = in_place_list<T>(params, "params");
+    std::vector<py::array> keep;
+    ParamList<T> a;
+    a.p = p.ptrs;
+    a.n = p.sizes;
+    a.g = read_list<T>(grads, "grads", p, "params", keep);
+    const std::size_t buffers = buffers_of(rule);
+    InPlaceList<T> s0, s1;
+    auto check_state = [&](const py::list& list, const std::string& name, InPlaceList<T>& out) {
+        out = in_place_list<T>(list, name);
+        for (std::size_t k = 0; k < out.keep.size(); ++k) {
+            if (k >= p.keep.size() || shape_of(out.keep[k]) != shape_of(p.keep[k])) {
+                throw py::value_error(name + " must hold one array per parameter, shaped like it");
+            }
+        }
+        if (out.keep.size() != p.keep.size()) {
+            throw py::value_error(name + " has " + std::to_string(out.keep.size()) + " arrays but params has " +
+                                  std::to_string(p.keep.size()));
+        }
+    };
+    if (buffers >= 1) {
+        check_state(state0, "state0", s0);
+        a.s0 = s0.ptrs;
+    }
+    if (buffers >= 2) {
+        check_state(state1, "state1", s1);
+        a.s1 = s1.ptrs;
+    }
+    py::gil_scoped_release release;
+    optimizer_update<T>(rule, a);
+}
+
+void optimizer_update_entry(const std::string& kind, const py::list& params, const py::list& grads,
+                            const py::list& state0, const py::list& state1, const py::dict& coef) {
+    const UpdateRule rule = parse_rule(kind, coef);
+    if (list_is_double(params, "params")) run_optimizer_update<double>(rule, params, grads, state0, state1);
+    else run_optimizer_update<float>(rule, params, grads, state0, state1);
+}
+
+template <class T>
+double run_sum_of_squares(const py::list& arrays) {
+    std::vector<py::array> keep;
+    std::vector<const T*> ptrs;
+    std::vector<idx> sizes;
+    for (std::size_t k = 0; k < arrays.size(); ++k) {
+        const std::string item = "arrays[" + std::to_string(k) + "]";
+        const py::array a = as_array(arrays[k], item);
+        if (a.dtype().num() != py::dtype::of<T>().num()) {
+            throw py::type_error(item + " has dtype " + dtype_str(a) + "; all arrays must share one float dtype");
+        }
+        keep.push_back(FloatArgs::contiguous<T>(a));
+        ptrs.push_back(ptr<T>(keep.back()));
+        sizes.push_back(idx(a.size()));
+    }
+    py::gil_scoped_release release;
+    return sum_of_squares<T>(ptrs, sizes);
+}
+
+double sum_of_squares_entry(const py::list& arrays) {
+    return list_is_double(arrays, "arrays") ? run_sum_of_squares<double>(arrays) : run_sum_of_squares<float>(arrays);
+}
+
+template <class T>
+void run_in_place(const py::list& arrays, double value, bool clamp) {
+    const InPlaceList<T> a = in_place_list<T>(arrays, "arrays");
+    py::gil_scoped_release release;
+    if (clamp) clamp_all<T>(a.ptrs, a.sizes, T(value));
+    else scale_all<T>(a.ptrs, a.sizes, T(value));
+}
+
+void in_place_entry(const py::list& arrays, double value, bool clamp) {
+    if (list_is_double(arrays, "arrays")) run_in_place<double>(arrays, value, clamp);
+    else run_in_place<float>(arrays, value, clamp);
+}
+
+// Integer ids as a C-contiguous int64 array of `shape`, each in [0, limit) where `where`
+// (a bool array of the same size, or null) is true.
+py::array_t<std::int64_t> ids_in_range(py::object obj, const std::string& name, const std::vector<idx>& shape,
+                                       const std::string& symbols, idx limit, const std::uint8_t* where) {
+    const py::array raw = as_array(obj, name);
+    const char kind = raw.dtype().kind();
+    if (kind != 'i' && kind != 'u') {
+        throw py::type_error(name + " must be an integer array, got dtype " + dtype_str(raw));
+    }
+    expect_shape(raw, name, shape, symbols);
+    py::array_t<std::int64_t> ids = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
+    const std::int64_t* p = ids.data();
+    for (idx i = 0; i < idx(ids.size()); ++i) {
+        if ((where == nullptr || where[i]) && (p[i] < 0 || p[i] >= limit)) {
+            throw py::value_error(name + " must lie in [0, " + std::to_string(limit) + "), got " +
+                                  std::to_string(p[i]) + " at flat index " + std::to_string(i));
+        }
+    }
+    return ids;
+}
+
+template <class T>
+py::tuple run_softmax(const py::array& scores_in, py::object targets, py::object mask_obj, double row_scale) {
+    const CArray<T> scores = FloatArgs::contiguous<T>(scores_in);
+    const idx M = scores.shape(0), V = scores.shape(1);
+    std::optional<py::array_t<std::uint8_t>> mask;
+    if (!mask_obj.is_none()) {
+        const py::array m = as_array(mask_obj, "mask");
+        if (m.dtype().kind() != 'b') {
+            throw py::type_error("mask must be a bool array, got dtype " + dtype_str(m));
+        }
+        expect_shape(m, "mask", {M}, "(M,)");
+        mask = py::array_t<std::uint8_t>(py::module_::import("numpy").attr("ascontiguousarray")(m, "uint8"));
+    }
+    const std::uint8_t* mk = mask ? mask->data() : nullptr;
+    const py::array_t<std::int64_t> ids = ids_in_range(targets, "targets", {M}, "(M,)", V, mk);
+    py::array dscores = empty<T>({M, V});
+    double total;
+    {
+        py::gil_scoped_release release;
+        total = softmax_cross_entropy<T>(M, V, scores.data(), ids.data(), mk, T(row_scale), mut<T>(dscores));
+    }
+    return py::make_tuple(total, dscores);
+}
+
+py::tuple softmax_entry(py::object scores_obj, py::object targets, py::object mask, double row_scale) {
+    const py::array scores = as_array(scores_obj, "scores");
+    const FloatArgs args(scores, "scores");
+    if (scores.ndim() != 2) {
+        throw py::value_error("scores must be 2-D (M, V), got shape " + shape_str(shape_of(scores)));
+    }
+    return args.is_double() ? run_softmax<double>(scores, targets, mask, row_scale)
+                            : run_softmax<float>(scores, targets, mask, row_scale);
+}
+
+template <class T>
+void run_embedding_backward(py::object ids_obj, const py::array& dout_in, py::array& dW) {
+    const idx V = dW.shape(0), D = dW.shape(1);
+    if (dout_in.ndim() != 2 || dout_in.shape(1) != D) {
+        throw py::value_error("dout must have shape (M, D) with D = " + std::to_string(D) + ", got " +
+                              shape_str(shape_of(dout_in)));
+    }
+    const idx M = dout_in.shape(0);
+    const py::array_t<std::int64_t> ids = ids_in_range(ids_obj, "ids", {M}, "(M,)", V, nullptr);
+    const CArray<T> dout = FloatArgs::contiguous<T>(dout_in);
+    py::gil_scoped_release release;
+    embedding_backward<T>(M, D, ids.data(), dout.data(), mut<T>(dW));
+}
+
+void embedding_backward_entry(py::object ids, py::object dout_obj, py::object dW_obj) {
+    py::list one;
+    one.append(dW_obj);
+    const bool is_double = list_is_double(one, "dW");
+    py::array dW = py::reinterpret_borrow<py::array>(dW_obj);
+    if (dW.ndim() != 2) {
+        throw py::value_error("dW must be 2-D (V, D), got shape " + shape_str(shape_of(dW)));
+    }
+    const FloatArgs args(dW, "dW");
+    const py::array dout = args.take(dout_obj, "dout");
+    if (is_double) {
+        in_place_list<double>(one, "dW");
+        run_embedding_backward<double>(ids, dout, dW);
+    } else {
+        in_place_list<float>(one, "dW");
+        run_embedding_backward<float>(ids, dout, dW);
+    }
+}
+
 Isa parse_isa(const std::string& name) {
     for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
         if (name == isa_name(isa)) return isa;
@@ -544,6 +821,20 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("matmul", &matmul_entry, py::arg("A"), py::arg("B"),
           "A (M,K) · B (K,N) with fastrnn's matrix multiply (for benchmarks and tests).");
+    m.def("optimizer_update", &optimizer_update_entry, py::arg("rule"), py::arg("params"),
+          py::arg("grads"), py::arg("state0"), py::arg("state1"), py::arg("coef"),
+          "One optimizer step over lists of arrays, in place (see fastrnn.optim).");
+    m.def("sum_of_squares", &sum_of_squares_entry, py::arg("arrays"),
+          "Sum of the squares of all elements, in float64 and a fixed order.");
+    m.def("scale_arrays", [](const py::list& a, double f) { in_place_entry(a, f, false); },
+          py::arg("arrays"), py::arg("factor"), "arrays[k] *= factor, in place.");
+    m.def("clamp_arrays", [](const py::list& a, double c) { in_place_entry(a, c, true); },
+          py::arg("arrays"), py::arg("limit"), "arrays[k] clipped to [-limit, limit], in place.");
+    m.def("softmax_cross_entropy", &softmax_entry, py::arg("scores"), py::arg("targets"),
+          py::arg("mask"), py::arg("row_scale"),
+          "scores (M,V), targets (M,), mask (M,) bool or None -> (sum of masked losses, dscores)");
+    m.def("embedding_backward", &embedding_backward_entry, py::arg("ids"), py::arg("dout"), py::arg("dW"),
+          "dW[ids[m]] += dout[m] for m in order, in place; ids (M,), dout (M,D), dW (V,D).");
     m.def("get_num_threads", &num_threads, "Threads the kernels use.");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Sets the kernels' thread count; n <= 0 restores the default (OMP_NUM_THREADS or all cores).");

@@ -142,6 +142,17 @@ void run_team(int threads, F&& body) {
     }
 }
 
+// run_team(threads, body), or body() on the calling thread alone when threads <= 1 (no
+// team to wake for work too small to share).
+template <class F>
+void run_team_or_inline(int threads, F&& body) {
+    if (threads <= 1) {
+        body();
+    } else {
+        run_team(threads, body);
+    }
+}
+
 // The contiguous share [begin, end) of `n` items that this team member owns.
 // The split depends only on n and the team size, never on timing.
 struct Range {

@@ -35,6 +35,7 @@ struct Kernels {
     // Elementwise activations in place over p[0:n]: accurate to a few ulp, NaN in gives NaN.
     void (*sigmoid)(T* p, idx n);
     void (*tanh)(T* p, idx n);
+    void (*exp)(T* p, idx n);
 };
 
 template <class T>

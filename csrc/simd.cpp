@@ -174,7 +174,8 @@ using F64 = Plain<double, std::uint64_t, 2>;
 template <class V>
 constexpr Kernels<typename V::T> table() {
     return {Kernel<V>::NR,           Kernel<V>::MR,        &Kernel<V>::pack,
-            &Kernel<V>::compute,     &Math<V>::sigmoid_inplace, &Math<V>::tanh_inplace};
+            &Kernel<V>::compute,     &Math<V>::sigmoid_inplace, &Math<V>::tanh_inplace,
+            &Math<V>::exp_inplace};
 }
 
 }  // namespace

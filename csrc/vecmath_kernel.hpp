@@ -92,6 +92,7 @@ struct Math {
 
     static void sigmoid_inplace(T* p, idx n) { apply<&sigmoid>(p, n); }
     static void tanh_inplace(T* p, idx n) { apply<&tanh>(p, n); }
+    static void exp_inplace(T* p, idx n) { apply<&exp>(p, n); }
 };
 
 }  // namespace FASTRNN_ISA_NS

@@ -9,6 +9,9 @@ with G = 1 (RNN), 4 (LSTM, gates i, f, o, g) or 3 (GRU, gates r, z, n). All arra
 call share a dtype, float32 or float64; results are new arrays of that dtype. A ``cache``
 is opaque: pass it to the matching backward function.
 
+The temporal layers' heavy parts are here too: :func:`softmax_cross_entropy` (loss and
+gradient of a softmax over a vocabulary, in one pass) and :func:`embedding_backward`.
+
 Beyond the contract, :func:`sequence_forward` and :func:`sequence_backward` carry what the
 tuples leave out: the final states, gradients flowing into them, the LSTM's ``dc0``, and
 variable sequence lengths.
@@ -37,6 +40,8 @@ __all__ = [
     "sequence_forward",
     "sequence_backward",
     "matmul",
+    "softmax_cross_entropy",
+    "embedding_backward",
 ]
 
 Array = np.ndarray
@@ -203,6 +208,28 @@ def matmul(a, b) -> Array:
     sliced views are read in place.
     """
     return _core.matmul(a, b)
+
+
+def softmax_cross_entropy(scores, targets, mask=None, row_scale: float = 1.0) -> Tuple[float, Array]:
+    """Softmax cross-entropy of every row, with its gradient, in one compiled pass.
+
+    scores (M, V) float32/float64; targets (M,) integers in [0, V), checked only where
+    ``mask`` (M,) bool is True (None: every row). Returns the sum of the masked rows'
+    losses (a float, accumulated in float64) and dscores (M, V) =
+    ``(softmax(scores) - onehot(targets)) * row_scale`` on masked rows, 0 on the others.
+    Rows are shared among the threads, so the result does not depend on their number.
+    """
+    return _core.softmax_cross_entropy(scores, targets, mask, row_scale)
+
+
+def embedding_backward(ids, dout, dW: Array) -> None:
+    """``dW[ids[m]] += dout[m]`` for every m, in place, as ``np.add.at(dW, ids, dout)``
+    (the same sums in the same order, so bitwise equal to it, but threaded and far faster).
+
+    ids (M,) integers in [0, V); dout (M, D) and dW (V, D), the same float dtype; dW must be
+    C-contiguous and writeable.
+    """
+    _core.embedding_backward(ids, dout, dW)
 
 
 def _check_cell(cell: object) -> str:

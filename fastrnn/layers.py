@@ -233,7 +233,9 @@ class Layer:
         """The gradient array of `name`, (re)created if it no longer matches its param."""
         p, g = self.params[name], self.grads.get(name)
         if g is None or g.shape != p.shape or g.dtype != p.dtype:
-            g = self.grads[name] = np.zeros_like(p)
+            g = self.grads[name] = np.zeros(p.shape, p.dtype)
+        elif not (g.flags.c_contiguous and g.flags.writeable):  # the kernels add in place
+            g = self.grads[name] = np.array(g, order="C")
         return g
 
     def __repr__(self) -> str:
@@ -744,15 +746,15 @@ class Embedding(Layer):
     __call__ = forward
 
     def backward(self, dout: Any) -> None:
-        """dout: x.shape + (dim,). Adds into ``grads["W"]`` (np.add.at, so repeated ids
-        accumulate). The ids have no gradient: returns None."""
+        """dout: x.shape + (dim,). Adds into ``grads["W"]`` (repeated ids accumulate, as
+        with np.add.at). The ids have no gradient: returns None."""
         if self._ids is None:
             raise RuntimeError("backward needs a forward call first")
         shape = self._ids.shape + (self.dim,)
         dout = _float_array("dout", dout, self.dtype, len(shape), str(shape))
         if dout.shape != shape:
             raise ValueError(f"dout must have shape {shape}, got {dout.shape}")
-        np.add.at(self._grad_slot("W"), self._ids, dout)
+        F.embedding_backward(self._ids.reshape(-1), dout.reshape(-1, self.dim), self._grad_slot("W"))
         return None
 
 
@@ -846,25 +848,14 @@ def temporal_softmax_loss(
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     _check_ids("targets", y, V, where=m)
-
-    s2 = s.reshape(N * T, V)
-    y2 = np.where(m, y, 0).reshape(N * T)
-    m2 = m.reshape(N * T)
-    shifted = s2 - s2.max(axis=1, keepdims=True) if V else s2
-    log_z = np.log(np.exp(shifted).sum(axis=1))
-    rows = np.arange(N * T)
-    nll = log_z - shifted[rows, y2]
-    total = float(np.sum(nll[m2], dtype=np.float64))
-
     if reduction == "batchmean":
         denom = float(N)
     elif reduction == "mean":
-        denom = float(m2.sum())
+        denom = float(m.sum())
     else:
         denom = 1.0
     if denom == 0.0:
         return 0.0, np.zeros_like(s)
-    dscores = np.exp(shifted - log_z[:, None])
-    dscores[rows, y2] -= 1
-    dscores *= (m2 / denom).astype(s.dtype)[:, None]
-    return total / denom, dscores.reshape(N, T, V).astype(s.dtype, copy=False)
+    total, dscores = F.softmax_cross_entropy(s.reshape(N * T, V), y.reshape(N * T),
+                                             None if mask is None else m.reshape(N * T), 1.0 / denom)
+    return total / denom, dscores.reshape(N, T, V)

@@ -445,7 +445,7 @@ class CaptioningRNN:
         for name, g in zip(("Wx", "Wh", "b", "bh"), dparams):
             grads[name] = g
         dW_embed = np.zeros_like(p["W_embed"])
-        np.add.at(dW_embed, captions_in, dx)
+        F.embedding_backward(captions_in.reshape(-1), dx.reshape(-1, dx.shape[-1]), dW_embed)
         grads["W_embed"] = dW_embed
         grads["W_proj"] = F.matmul(feats.T, dstate0[0])
         grads["b_proj"] = dstate0[0].sum(axis=0)

@@ -13,8 +13,10 @@ as returned by a backward pass::
 
 The update rules are those of ``torch.optim`` (SGD with momentum and Nesterov, RMSprop,
 Adam, AdamW), except :class:`Adagrad`, which follows min-char-rnn (``eps`` inside the
-square root). Every update is computed in the parameter's own dtype with whole-array NumPy
-operations; optimizer state has the parameter's dtype.
+square root). Every update is computed in the parameter's own dtype by one compiled pass
+over all parameters (threaded for large models); it matches the NumPy formulas of
+:mod:`fastrnn.reference` (``adam_update`` and so on) bitwise, and those formulas also serve
+parameters that are not C-contiguous. Optimizer state has the parameter's dtype.
 
 Checkpoints: :meth:`Optimizer.state_dict` is a flat dict of NumPy arrays, numbers and
 strings, with keys such as ``"lr"``, ``"t"``, ``"m/Wx"``, ``"v/Wx"``. It can be stored with
@@ -44,6 +46,9 @@ import math
 from typing import Any, Dict, Iterable, List, Mapping, Tuple, Union
 
 import numpy as np
+
+from . import _core
+from . import reference as _ref
 
 __all__ = [
     "Optimizer",
@@ -92,8 +97,10 @@ class Optimizer:
     """Base class: holds the parameters, the learning rate ``lr`` and the step count ``t``.
 
     Subclasses name their per-parameter buffers in ``_buffers`` (each buffer has its
-    parameter's shape and dtype, zero at the start), their hyperparameters in ``_hyper``,
-    and implement ``_update(p, g, bufs)`` for one parameter.
+    parameter's shape and dtype, zero at the start), their hyperparameters in ``_hyper``
+    and their compiled update rule in ``_rule``, and implement ``_coef()`` (the rule's
+    coefficients at the current step) and ``_reference(p, g, bufs)`` (the same update in
+    NumPy, for parameters that are not C-contiguous).
 
     Args:
         params: dict name -> float32/float64 array, updated in place by :meth:`step`. The
@@ -103,6 +110,7 @@ class Optimizer:
 
     _buffers: Tuple[str, ...] = ()
     _hyper: Tuple[str, ...] = ()
+    _rule = ""
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float) -> None:
         name = type(self).__name__
@@ -120,6 +128,7 @@ class Optimizer:
             if not p.flags.writeable:
                 raise ValueError(f"{name}: params[{k!r}] is read-only; it must be updated in place")
         self.params: Dict[str, np.ndarray] = dict(params)
+        self._compiled = all(p.flags.c_contiguous and p.flags.aligned for p in self.params.values())
         self.lr = lr
         self.t = 0
         self.state: Dict[str, Dict[str, np.ndarray]] = {
@@ -174,10 +183,19 @@ class Optimizer:
         ``grads`` itself is not modified."""
         self._check_grads(grads)
         self.t += 1
-        for k, p in self.params.items():
-            self._update(p, grads[k], {b: self.state[b][k] for b in self._buffers})
+        if self._compiled:
+            names = self.params.keys()
+            state = [[self.state[b][k] for k in names] for b in self._buffers] + [[], []]
+            _core.optimizer_update(self._rule, list(self.params.values()), [grads[k] for k in names],
+                                   state[0], state[1], self._coef())
+        else:
+            for k, p in self.params.items():
+                self._reference(p, grads[k], {b: self.state[b][k] for b in self._buffers})
 
-    def _update(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:  # pragma: no cover
+    def _coef(self) -> Dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _reference(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:  # pragma: no cover
         raise NotImplementedError
 
     # -- checkpointing
@@ -244,11 +262,6 @@ class Optimizer:
         return f"{type(self).__name__}({len(self.params)} params, lr={self.lr!r}{', ' if hp else ''}{hp}, t={self.t})"
 
 
-def _cast(p: Array, *values: float) -> List[Any]:
-    """Python floats as scalars of the parameter's dtype, so float32 stays float32."""
-    return [p.dtype.type(v) for v in values]
-
-
 class SGD(Optimizer):
     """Stochastic gradient descent, optionally with momentum (``torch.optim.SGD``).
 
@@ -286,19 +299,14 @@ class SGD(Optimizer):
 
     load_state_dict.__doc__ = Optimizer.load_state_dict.__doc__
 
-    def _update(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:
-        lr, mu, wd = _cast(p, self.lr, self.momentum, self.weight_decay)
-        if self.weight_decay:
-            g = g + wd * p
-        if self.momentum > 0:
-            buf = bufs["buf"]
-            buf *= mu
-            buf += g
-            if self.nesterov:
-                g = g + mu * buf
-            else:
-                g = buf
-        p -= lr * g
+    _rule = "sgd"
+
+    def _coef(self) -> Dict[str, Any]:
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+    def _reference(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:
+        _ref.sgd_update(p, g, bufs.get("buf"), self.lr, self.momentum, self.nesterov, self.weight_decay)
 
 
 class Adagrad(Optimizer):
@@ -319,11 +327,13 @@ class Adagrad(Optimizer):
     def _check_hyper(self, hyper: Dict[str, Any]) -> None:
         _number("eps", hyper["eps"], owner="Adagrad")
 
-    def _update(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:
-        lr, eps = _cast(p, self.lr, self.eps)
-        mem = bufs["mem"]
-        mem += g * g
-        p -= lr * (g / np.sqrt(mem + eps))
+    _rule = "adagrad"
+
+    def _coef(self) -> Dict[str, Any]:
+        return {"lr": self.lr, "eps": self.eps}
+
+    def _reference(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:
+        _ref.adagrad_update(p, g, bufs["mem"], self.lr, self.eps)
 
 
 class RMSprop(Optimizer):
@@ -345,12 +355,13 @@ class RMSprop(Optimizer):
         _number("alpha", hyper["alpha"], high=1.0, owner="RMSprop")
         _number("eps", hyper["eps"], owner="RMSprop")
 
-    def _update(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:
-        lr, alpha, one_m_alpha, eps = _cast(p, self.lr, self.alpha, 1.0 - self.alpha, self.eps)
-        m = bufs["m"]
-        m *= alpha
-        m += one_m_alpha * (g * g)
-        p -= lr * (g / (np.sqrt(m) + eps))
+    _rule = "rmsprop"
+
+    def _coef(self) -> Dict[str, Any]:
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps}
+
+    def _reference(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:
+        _ref.rmsprop_update(p, g, bufs["m"], self.lr, self.alpha, self.eps)
 
 
 class Adam(Optimizer):
@@ -391,27 +402,18 @@ class Adam(Optimizer):
         _number("eps", hyper["eps"], owner=name)
         _number("weight_decay", hyper["weight_decay"], owner=name)
 
-    def _update(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:
+    _rule = "adam"
+
+    def _coef(self) -> Dict[str, Any]:
         t = self.t
-        bc1 = 1.0 - self.beta1 ** t
-        bc2_sqrt = math.sqrt(1.0 - self.beta2 ** t)
-        b1, one_m_b1, b2, one_m_b2, eps, step_size, bc2_sqrt = _cast(
-            p, self.beta1, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2, self.eps,
-            self.lr / bc1, bc2_sqrt)
-        if self.weight_decay:
-            if self._decoupled:
-                p *= p.dtype.type(1.0 - self.lr * self.weight_decay)
-            else:
-                g = g + p.dtype.type(self.weight_decay) * p
-        m, v = bufs["m"], bufs["v"]
-        m *= b1
-        m += one_m_b1 * g
-        v *= b2
-        v += one_m_b2 * (g * g)
-        denom = np.sqrt(v)
-        denom /= bc2_sqrt
-        denom += eps
-        p -= step_size * (m / denom)
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay, "decoupled": self._decoupled,
+                "step_size": self.lr / (1.0 - self.beta1 ** t),
+                "bc2_sqrt": math.sqrt(1.0 - self.beta2 ** t)}
+
+    def _reference(self, p: Array, g: Array, bufs: Dict[str, Array]) -> None:
+        _ref.adam_update(p, g, bufs["m"], bufs["v"], self.t, self.lr, self.beta1, self.beta2,
+                         self.eps, self.weight_decay, self._decoupled)
 
 
 class AdamW(Adam):
@@ -442,27 +444,42 @@ def _grad_list(grads: Grads, fname: str) -> List[np.ndarray]:
     return out
 
 
+def _compiled_groups(arrays: List[np.ndarray]) -> Tuple[List[List[np.ndarray]], List[np.ndarray]]:
+    """Split arrays into same-dtype lists the compiled kernels take in place (float32 or
+    float64, C-contiguous, aligned) and the rest, for NumPy."""
+    groups: Dict[np.dtype, List[np.ndarray]] = {}
+    rest = []
+    for a in arrays:
+        if a.dtype in _FLOAT_DTYPES and a.flags.c_contiguous and a.flags.aligned:
+            groups.setdefault(a.dtype, []).append(a)
+        else:
+            rest.append(a)
+    return list(groups.values()), rest
+
+
 def clip_grad_norm(grads: Grads, max_norm: float) -> float:
     """Scale all gradients in place so that their global L2 norm is at most ``max_norm``.
 
     ``grads`` is a dict of arrays (or any iterable of arrays, e.g. min-char-rnn's
     ``[dWxh, dWhh, dWhy, dbh, dby]``). As ``torch.nn.utils.clip_grad_norm_``: the norm of
-    all gradients together is computed (in float64), and when it exceeds ``max_norm``
+    all gradients together is computed (in float64, in a fixed order), and when it exceeds ``max_norm``
     every gradient is multiplied by ``max_norm / (norm + 1e-6)``. Returns the norm before
     clipping. If that norm is NaN or infinite the gradients are left untouched and the
     norm is returned as is, so the caller can skip the step.
     """
     gl = _grad_list(grads, "clip_grad_norm")
     max_norm = _number("max_norm", max_norm, owner="clip_grad_norm")
-    sq = 0.0
-    for g in gl:
-        sq += float(np.sum(np.square(g, dtype=np.float64)))
+    groups, rest = _compiled_groups(gl)
+    sq = sum(_core.sum_of_squares(group) for group in groups)
+    sq += sum(float(np.sum(np.square(g, dtype=np.float64))) for g in rest)
     total = math.sqrt(sq)
     if not math.isfinite(total):
         return total
     if total > max_norm:
         coef = max_norm / (total + 1e-6)
-        for g in gl:
+        for group in groups:
+            _core.scale_arrays(group, coef)
+        for g in rest:
             g *= g.dtype.type(coef)
     return total
 
@@ -473,7 +490,10 @@ def clip_grad_value(grads: Grads, clip: float) -> None:
     ``grads`` is a dict of arrays or an iterable of arrays. NaNs stay NaN."""
     gl = _grad_list(grads, "clip_grad_value")
     clip = _number("clip", clip, owner="clip_grad_value")
-    for g in gl:
+    groups, rest = _compiled_groups(gl)
+    for group in groups:
+        _core.clamp_arrays(group, clip)
+    for g in rest:
         c = g.dtype.type(clip)
         np.clip(g, -c, c, out=g)
 

@@ -35,12 +35,18 @@ sequence lengths with PyTorch packed-sequence semantics).  The twelve
 CS231n-style functions are thin wrappers around them or are the per-step
 building blocks they use.
 
+The training kernels around the cells have references here too: the masked
+softmax cross-entropy and the embedding gradient of the temporal layers, and
+the optimizers' in-place updates (one whole-array NumPy operation at a time,
+in the parameter's dtype, which the compiled updates match bitwise).
+
 Caches are opaque; passing a cache to the backward function of another cell
 raises ``TypeError``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -62,6 +68,13 @@ __all__ = [
     "gru_backward",
     "sequence_forward",
     "sequence_backward",
+    "temporal_softmax_loss",
+    "embedding_backward",
+    "sgd_update",
+    "adagrad_update",
+    "rmsprop_update",
+    "adam_update",
+    "grad_norm",
 ]
 
 Array = NDArray[Any]
@@ -607,3 +620,103 @@ def gru_backward(
     _check_sequence_cache(cache, "gru")
     dx, (dh0,), (dWx, dWh, db, dbh) = sequence_backward(dh, cache)
     return dx, dh0, dWx, dWh, db, dbh
+
+
+# ----------------------------------------------------------------------------
+# Training kernels: temporal layers
+# ----------------------------------------------------------------------------
+
+
+def temporal_softmax_loss(
+    scores: Array, targets: Array, mask: Optional[Array], row_scale: float
+) -> tuple[float, Array]:
+    """Softmax cross-entropy of every row, log-sum-exp stabilised.
+
+    scores (M, V) float; targets (M,) ints in [0, V) where mask is True; mask (M,)
+    bool or None for all rows. Returns (sum of the masked rows' losses as a float64,
+    dscores (M, V) = (softmax - onehot) * row_scale on masked rows, 0 elsewhere).
+    """
+    M, V = scores.shape
+    m = np.ones(M, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    y = np.where(m, targets, 0)
+    rows = np.arange(M)
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=1))
+    nll = log_z - shifted[rows, y]
+    total = float(np.sum(nll[m], dtype=np.float64))
+    dscores = np.exp(shifted - log_z[:, None])
+    dscores[rows, y] -= 1
+    dscores *= (m * row_scale).astype(scores.dtype)[:, None]
+    return total, dscores.astype(scores.dtype, copy=False)
+
+
+def embedding_backward(ids: Array, dout: Array, dW: Array) -> None:
+    """dW (V, D) += dout (M, D) at rows ids (M,), in place; repeated ids accumulate."""
+    np.add.at(dW, ids, dout)
+
+
+# ----------------------------------------------------------------------------
+# Training kernels: optimizer updates (in place, in p's dtype)
+# ----------------------------------------------------------------------------
+
+
+def _as(p: Array, *values: float) -> list[Any]:
+    return [p.dtype.type(v) for v in values]
+
+
+def sgd_update(p: Array, g: Array, buf: Optional[Array], lr: float, momentum: float = 0.0,
+               nesterov: bool = False, weight_decay: float = 0.0) -> None:
+    """torch.optim.SGD: ``g += wd*p``; ``buf = mu*buf + g``; ``p -= lr*(g + mu*buf)``
+    (Nesterov) or ``p -= lr*buf``; without momentum ``p -= lr*g``."""
+    lr_, mu, wd = _as(p, lr, momentum, weight_decay)
+    if weight_decay:
+        g = g + wd * p
+    if momentum > 0:
+        assert buf is not None
+        buf *= mu
+        buf += g
+        g = g + mu * buf if nesterov else buf
+    p -= lr_ * g
+
+
+def adagrad_update(p: Array, g: Array, mem: Array, lr: float, eps: float) -> None:
+    """min-char-rnn's Adagrad: ``mem += g*g; p -= lr * g / sqrt(mem + eps)``."""
+    lr_, eps_ = _as(p, lr, eps)
+    mem += g * g
+    p -= lr_ * (g / np.sqrt(mem + eps_))
+
+
+def rmsprop_update(p: Array, g: Array, m: Array, lr: float, alpha: float, eps: float) -> None:
+    """``m = alpha*m + (1-alpha)*g*g; p -= lr * g / (sqrt(m) + eps)``."""
+    lr_, alpha_, one_m_alpha, eps_ = _as(p, lr, alpha, 1.0 - alpha, eps)
+    m *= alpha_
+    m += one_m_alpha * (g * g)
+    p -= lr_ * (g / (np.sqrt(m) + eps_))
+
+
+def adam_update(p: Array, g: Array, m: Array, v: Array, t: int, lr: float, beta1: float,
+                beta2: float, eps: float, weight_decay: float = 0.0,
+                decoupled: bool = False) -> None:
+    """torch.optim.Adam (``decoupled=False``: ``g += wd*p``) or AdamW (``decoupled=True``:
+    ``p *= 1 - lr*wd`` first), at step t >= 1."""
+    bc1 = 1.0 - beta1 ** t
+    b1, one_m_b1, b2, one_m_b2, eps_, step_size, bc2_sqrt = _as(
+        p, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, lr / bc1, math.sqrt(1.0 - beta2 ** t))
+    if weight_decay:
+        if decoupled:
+            p *= p.dtype.type(1.0 - lr * weight_decay)
+        else:
+            g = g + p.dtype.type(weight_decay) * p
+    m *= b1
+    m += one_m_b1 * g
+    v *= b2
+    v += one_m_b2 * (g * g)
+    denom = np.sqrt(v)
+    denom /= bc2_sqrt
+    denom += eps_
+    p -= step_size * (m / denom)
+
+
+def grad_norm(grads: Sequence[Array]) -> float:
+    """The global L2 norm of all arrays together, summed in float64."""
+    return math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))

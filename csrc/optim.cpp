@@ -1,0 +1,177 @@
+// Optimizer updates and gradient clipping over a whole parameter list in one call.
+//
+// The arrays are treated as one long vector that the team splits into contiguous shares;
+// every element's arithmetic is independent of the others, so any split gives the same
+// result. These loops are memory-bound: one fused pass reads each of p, g and the state
+// once, where the NumPy formulation makes a temporary per operation.
+#include <cmath>
+
+#include "training.hpp"
+
+namespace fastrnn {
+namespace {
+
+// Runs body() on a team sized for `elements` elementwise updates.
+template <class F>
+void run_elementwise(idx elements, F&& body) {
+    run_team_or_inline(threads_for(double(elements)), body);
+}
+
+idx total_of(const std::vector<idx>& n) {
+    idx total = 0;
+    for (idx k : n) total += k;
+    return total;
+}
+
+// Calls f(k, i0, i1) for the pieces [i0, i1) of array k in this member's share of the
+// arrays laid end to end.
+template <class F>
+void for_my_pieces(const std::vector<idx>& n, idx total, F&& f) {
+    const Range mine = my_share(total);
+    idx offset = 0;
+    for (std::size_t k = 0; k < n.size(); ++k) {
+        const idx lo = std::max(mine.begin, offset), hi = std::min(mine.end, offset + n[k]);
+        if (lo < hi) f(k, lo - offset, hi - offset);
+        offset += n[k];
+    }
+}
+
+// Each rule below spells out the NumPy reference's operations in the same order, one
+// rounding per operation.
+
+template <class T>
+void sgd(const UpdateRule& r, T* p, const T* g, T* buf, idx i0, idx i1) {
+    const T lr = T(r.lr), mu = T(r.momentum), wd = T(r.weight_decay);
+    const bool decay = r.weight_decay != 0, momentum = r.momentum > 0;
+    for (idx i = i0; i < i1; ++i) {
+        T d = g[i];
+        if (decay) d = d + wd * p[i];
+        if (momentum) {
+            buf[i] = buf[i] * mu + d;
+            d = r.nesterov ? d + mu * buf[i] : buf[i];
+        }
+        p[i] = p[i] - lr * d;
+    }
+}
+
+template <class T>
+void adagrad(const UpdateRule& r, T* p, const T* g, T* mem, idx i0, idx i1) {
+    const T lr = T(r.lr), eps = T(r.eps);
+    for (idx i = i0; i < i1; ++i) {
+        mem[i] = mem[i] + g[i] * g[i];
+        p[i] = p[i] - lr * (g[i] / std::sqrt(mem[i] + eps));
+    }
+}
+
+template <class T>
+void rmsprop(const UpdateRule& r, T* p, const T* g, T* m, idx i0, idx i1) {
+    const T lr = T(r.lr), alpha = T(r.alpha), one_m_alpha = T(1.0 - r.alpha), eps = T(r.eps);
+    for (idx i = i0; i < i1; ++i) {
+        m[i] = m[i] * alpha + one_m_alpha * (g[i] * g[i]);
+        p[i] = p[i] - lr * (g[i] / (std::sqrt(m[i]) + eps));
+    }
+}
+
+template <class T>
+void adam(const UpdateRule& r, T* p, const T* g, T* m, T* v, idx i0, idx i1) {
+    const T b1 = T(r.beta1), one_m_b1 = T(1.0 - r.beta1), b2 = T(r.beta2), one_m_b2 = T(1.0 - r.beta2);
+    const T eps = T(r.eps), step = T(r.step_size), bc2 = T(r.bc2_sqrt), wd = T(r.weight_decay);
+    const T shrink = T(1.0 - r.lr * r.weight_decay);
+    const bool decay = r.weight_decay != 0;
+    for (idx i = i0; i < i1; ++i) {
+        T d = g[i];
+        if (decay && r.decoupled) p[i] = p[i] * shrink;
+        if (decay && !r.decoupled) d = d + wd * p[i];
+        m[i] = m[i] * b1 + one_m_b1 * d;
+        v[i] = v[i] * b2 + one_m_b2 * (d * d);
+        const T denom = std::sqrt(v[i]) / bc2 + eps;
+        p[i] = p[i] - step * (m[i] / denom);
+    }
+}
+
+}  // namespace
+
+template <class T>
+void optimizer_update(const UpdateRule& rule, const ParamList<T>& a) {
+    const idx total = total_of(a.n);
+    run_elementwise(total, [&] {
+        for_my_pieces(a.n, total, [&](std::size_t k, idx i0, idx i1) {
+            T* s0 = a.s0.empty() ? nullptr : a.s0[k];
+            switch (rule.kind) {
+                case UpdateRule::sgd: sgd(rule, a.p[k], a.g[k], s0, i0, i1); break;
+                case UpdateRule::adagrad: adagrad(rule, a.p[k], a.g[k], s0, i0, i1); break;
+                case UpdateRule::rmsprop: rmsprop(rule, a.p[k], a.g[k], s0, i0, i1); break;
+                case UpdateRule::adam: adam(rule, a.p[k], a.g[k], s0, a.s1[k], i0, i1); break;
+            }
+        });
+    });
+}
+
+// Chunks of a fixed size, each summed with eight running sums, then the chunk sums added
+// in order: the result is the same for any team.
+template <class T>
+double sum_of_squares(const std::vector<const T*>& a, const std::vector<idx>& n) {
+    constexpr idx chunk = 4096;
+    struct Chunk {
+        const T* p;
+        idx len;
+    };
+    std::vector<Chunk> chunks;
+    for (std::size_t k = 0; k < a.size(); ++k) {
+        for (idx i = 0; i < n[k]; i += chunk) chunks.push_back({a[k] + i, std::min(chunk, n[k] - i)});
+    }
+    std::vector<double> sums(chunks.size());
+    run_elementwise(total_of(n), [&] {
+        const Range mine = my_share(idx(chunks.size()));
+        for (idx c = mine.begin; c < mine.end; ++c) {
+            const T* p = chunks[c].p;
+            const idx len = chunks[c].len;
+            double s[8] = {};
+            idx i = 0;
+            for (; i + 8 <= len; i += 8) {
+                for (int l = 0; l < 8; ++l) s[l] += double(p[i + l]) * double(p[i + l]);
+            }
+            for (; i < len; ++i) s[0] += double(p[i]) * double(p[i]);
+            sums[c] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+        }
+    });
+    double total = 0;
+    for (double s : sums) total += s;
+    return total;
+}
+
+template <class T>
+void scale_all(const std::vector<T*>& a, const std::vector<idx>& n, T factor) {
+    const idx total = total_of(n);
+    run_elementwise(total, [&] {
+        for_my_pieces(n, total, [&](std::size_t k, idx i0, idx i1) {
+            for (idx i = i0; i < i1; ++i) a[k][i] *= factor;
+        });
+    });
+}
+
+template <class T>
+void clamp_all(const std::vector<T*>& a, const std::vector<idx>& n, T limit) {
+    const idx total = total_of(n);
+    run_elementwise(total, [&] {
+        for_my_pieces(n, total, [&](std::size_t k, idx i0, idx i1) {
+            T* p = a[k];
+            for (idx i = i0; i < i1; ++i) {
+                // Comparisons with NaN are false, so NaN stays NaN, as with np.clip.
+                const T x = p[i];
+                p[i] = x < -limit ? -limit : (x > limit ? limit : x);
+            }
+        });
+    });
+}
+
+#define FASTRNN_INSTANTIATE(T)                                                                  \
+    template void optimizer_update<T>(const UpdateRule&, const ParamList<T>&);                  \
+    template double sum_of_squares<T>(const std::vector<const T*>&, const std::vector<idx>&);   \
+    template void scale_all<T>(const std::vector<T*>&, const std::vector<idx>&, T);              \
+    template void clamp_all<T>(const std::vector<T*>&, const std::vector<idx>&, T);
+FASTRNN_INSTANTIATE(float)
+FASTRNN_INSTANTIATE(double)
+#undef FASTRNN_INSTANTIATE
+
+}  // namespace fastrnn
