@@ -539,9 +539,9 @@ InPlaceList<T> in_place_list(const py::list& list, const std::string& name) {
                                  py::str(dtype).cast<std::string>() + " like the first array");
         }
         if (!(a.flags() & py::array::c_style) || !a.writeable() ||
-            !a.attr("flags").attr("aligned").cast<bool>()) {
-            throw py::value_error(item + " must be a writeable, aligned, C-contiguous array "
-                                  "(it is updated in place)");
+            !a.attr("flags").attr("aligned").cast<bool>() || !a.dtype().attr("isnative").cast<bool>()) {
+            throw py::value_error(item + " must be a writeable, aligned, C-contiguous array in native "
+                                  "byte order (it is updated in place)");
         }
         out.ptrs.push_back(mut<T>(a));
         out.sizes.push_back(idx(a.size()));

@@ -129,6 +129,10 @@ class Optimizer:
                 raise ValueError(f"{name}: params[{k!r}] is read-only; it must be updated in place")
         self.params: Dict[str, np.ndarray] = dict(params)
         self._compiled = all(p.flags.c_contiguous and p.flags.aligned for p in self.params.values())
+        # One compiled call per dtype: a model may mix float32 and float64 parameters.
+        self._dtype_groups: List[List[str]] = []
+        for dtype in dict.fromkeys(p.dtype for p in self.params.values()):
+            self._dtype_groups.append([k for k, p in self.params.items() if p.dtype == dtype])
         self.lr = lr
         self.t = 0
         self.state: Dict[str, Dict[str, np.ndarray]] = {
@@ -184,10 +188,11 @@ class Optimizer:
         self._check_grads(grads)
         self.t += 1
         if self._compiled:
-            names = self.params.keys()
-            state = [[self.state[b][k] for k in names] for b in self._buffers] + [[], []]
-            _core.optimizer_update(self._rule, list(self.params.values()), [grads[k] for k in names],
-                                   state[0], state[1], self._coef())
+            coef = self._coef()
+            for names in self._dtype_groups:
+                state = [[self.state[b][k] for k in names] for b in self._buffers] + [[], []]
+                _core.optimizer_update(self._rule, [self.params[k] for k in names], [grads[k] for k in names],
+                                       state[0], state[1], coef)
         else:
             for k, p in self.params.items():
                 self._reference(p, grads[k], {b: self.state[b][k] for b in self._buffers})
