@@ -176,7 +176,10 @@ struct Cache {
     bool step = false;  // from a *_step_forward call
     bool is_double = false;
     Dims dims{};
-    py::array x, h0, c0, Wx, Wh, h, ws;
+    py::array x, h0, c0, Wx, Wh, h;
+    // The gates and other per-step values backward needs: (N,T,ws_width*H) of the dtype,
+    // from the scratch pool, so a training loop reuses the previous step's pages.
+    Buffer<unsigned char> ws;
     std::optional<py::array_t<std::int64_t>> lengths;
 
     std::string repr() const {
@@ -305,7 +308,7 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     py::array bhc = spec.has_bh ? py::array(FloatArgs::contiguous<T>(bh)) : py::array();
 
     cache->h = empty<T>({N, Tn, H});
-    cache->ws = empty<T>({N, Tn, spec.ws_width * H});
+    cache->ws = Buffer<unsigned char>(checked_product({N, Tn, spec.ws_width * H, idx(sizeof(T))}));
     py::array hT = empty<T>({N, H});
     py::array cT = spec.has_c ? empty<T>({N, H}) : py::array();
 
@@ -320,7 +323,7 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     a.b = ptr<T>(bc);
     a.bh = spec.has_bh ? ptr<T>(bhc) : nullptr;
     a.h = mut<T>(cache->h);
-    a.ws = mut<T>(cache->ws);
+    a.ws = reinterpret_cast<T*>(cache->ws.data());
     a.hT = mut<T>(hT);
     a.cT = spec.has_c ? mut<T>(cT) : nullptr;
     {
@@ -377,7 +380,7 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
     a.Wx = ptr<T>(c.Wx);
     a.Wh = ptr<T>(c.Wh);
     a.h = ptr<T>(c.h);
-    a.ws = ptr<T>(c.ws);
+    a.ws = reinterpret_cast<const T*>(c.ws.data());
     a.dh = has_dh ? ptr<T>(dh) : nullptr;
     a.dhT = has_dhT ? ptr<T>(dhT) : nullptr;
     a.dcT = has_dcT ? ptr<T>(dcT) : nullptr;
