@@ -23,6 +23,10 @@ struct Kernel {
     static idx min_idx(idx a, idx b) { return a < b ? a : b; }
 
     static void pack(MatRef<T> B, idx N, idx k0, idx kc, idx p0, idx p1, T* dst) {
+        if (B.rs == 1 && B.cs != 1) {  // a transposed matrix: its columns are contiguous
+            pack_transposed(B, N, k0, kc, p0, p1, dst);
+            return;
+        }
         for (idx p = p0; p < p1; ++p) {
             const idx j0 = p * NR;
             const idx nv = min_idx(NR, N - j0);
@@ -37,6 +41,26 @@ struct Kernel {
                 }
                 dst += NR;
             }
+        }
+    }
+
+    // pack() for a B whose columns are contiguous (Wᵀ of a row-major W): each column is read
+    // as one stream and written down the panel, instead of gathering a row of the panel
+    // from NR columns one element at a time.
+    static void pack_transposed(MatRef<T> B, idx N, idx k0, idx kc, idx p0, idx p1, T* dst) {
+        for (idx p = p0; p < p1; ++p) {
+            const idx j0 = p * NR;
+            const idx nv = min_idx(NR, N - j0);
+            for (idx j = 0; j < NR; ++j) {
+                T* out = dst + j;
+                if (j < nv) {
+                    const T* col = B.p + k0 + (j0 + j) * B.cs;
+                    for (idx k = 0; k < kc; ++k) out[k * NR] = col[k];
+                } else {
+                    for (idx k = 0; k < kc; ++k) out[k * NR] = T(0);
+                }
+            }
+            dst += kc * NR;
         }
     }
 
