@@ -1,5 +1,5 @@
-// The scratch allocator behind Buffer (common.hpp): small blocks straight from the C
-// library, large ones as huge pages kept in a pool after release.
+// The scratch allocator behind Buffer (common.hpp): blocks under 32 MiB straight from the C
+// library, larger ones as huge pages kept in a pool after release.
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -15,7 +15,10 @@ namespace fastrnn {
 namespace {
 
 constexpr std::size_t ALIGN = 64;
-constexpr std::size_t LARGE = std::size_t(1) << 20;       // pooled from this size on
+// Pooled from this size on. Smaller blocks go back to the C library, whose heap reuses them
+// (and lets NumPy's arrays reuse them) without new page faults; glibc maps blocks from 32
+// MiB on afresh every time (its largest mmap threshold), so those are the ones to keep.
+constexpr std::size_t LARGE = std::size_t(32) << 20;
 constexpr std::size_t HUGE_PAGE = std::size_t(2) << 20;  // x86-64's huge page
 constexpr std::size_t KEEP_AT_MOST = std::size_t(512) << 20;
 
