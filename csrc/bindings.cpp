@@ -177,6 +177,7 @@ struct Cache {
     bool is_double = false;
     Dims dims{};
     py::array x, h0, c0, Wx, Wh, h;
+    std::optional<py::array_t<std::int64_t>> ids;  // token ids given in place of x
     // The gates and other per-step values backward needs: (N,T,ws_width*H) of the dtype,
     // from the scratch pool, so a training loop reuses the previous step's pages.
     Buffer<unsigned char> ws;
@@ -228,15 +229,48 @@ struct ForwardInputs {
     bool reset_after;
     bool step;
     const char* x_symbols;  // "(N, T, D)" or "(N, D)"
-    py::array x;            // always seen as (N, T, D)
+    py::array x;            // always seen as (N, T, D), or as (N, T) token ids
     py::object h0, c0, Wx, Wh, b, bh, lengths;
     std::string h0_name, c0_name;
 };
 
+bool is_int_dtype(const py::array& a) {
+    const char kind = a.dtype().kind();
+    return kind == 'i' || kind == 'u';
+}
+
+// Token ids (N, T) as C-contiguous int64, each in [0, vocab) at the steps that run.
+py::array_t<std::int64_t> token_ids(const py::array& raw, idx vocab, const std::int64_t* lengths) {
+    py::array_t<std::int64_t> ids = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
+    if (!ids) throw py::error_already_set();
+    const idx N = ids.shape(0), Tn = ids.shape(1);
+    const std::int64_t* p = ids.data();
+    for (idx n = 0; n < N; ++n) {
+        const idx steps = lengths ? idx(lengths[n]) : Tn;
+        for (idx t = 0; t < steps; ++t) {
+            if (p[n * Tn + t] < 0 || p[n * Tn + t] >= vocab) {
+                throw py::value_error("x holds token ids, which must lie in [0, D) = [0, " + std::to_string(vocab) +
+                                      ") with D = Wx.shape[0], got x[" + std::to_string(n) + ", " +
+                                      std::to_string(t) + "] = " + std::to_string(p[n * Tn + t]));
+            }
+        }
+    }
+    return ids;
+}
+
 template <class T>
 py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     const CellSpec& spec = in.spec;
-    const idx N = in.x.shape(0), Tn = in.x.shape(1), D = in.x.shape(2);
+    const bool with_ids = is_int_dtype(in.x);
+    const idx N = in.x.shape(0), Tn = in.x.shape(1);
+    idx D = with_ids ? 0 : in.x.shape(2);
+    if (with_ids) {
+        const py::array Wx_arr = args.take(in.Wx, "Wx");
+        if (Wx_arr.ndim() != 2) {
+            throw py::value_error("Wx must be 2-D with shape (D, G*H), got shape " + shape_str(shape_of(Wx_arr)));
+        }
+        D = Wx_arr.shape(0);  // the vocabulary: x is one-hot
+    }
 
     py::array Wh = args.take(in.Wh, "Wh");
     if (Wh.ndim() != 2) {
@@ -298,7 +332,11 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     cache->step = in.step;
     cache->is_double = std::is_same<T, double>::value;
     cache->dims = {N, Tn, D, H};
-    cache->x = FloatArgs::contiguous<T>(in.x);
+    if (with_ids) {
+        cache->ids = token_ids(in.x, D, lengths ? lengths->data() : nullptr);
+    } else {
+        cache->x = FloatArgs::contiguous<T>(in.x);
+    }
     cache->h0 = copy_of<T>(h0);  // small: a private copy, safe from later changes
     cache->Wx = FloatArgs::contiguous<T>(Wx);
     cache->Wh = FloatArgs::contiguous<T>(Wh);
@@ -315,7 +353,8 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     ForwardArgs<T> a{};
     a.dims = cache->dims;
     a.lengths.len = lengths ? lengths->data() : nullptr;
-    a.x = ptr<T>(cache->x);
+    a.x = with_ids ? nullptr : ptr<T>(cache->x);
+    a.ids = with_ids ? cache->ids->data() : nullptr;
     a.h0 = ptr<T>(cache->h0);
     a.c0 = spec.has_c ? ptr<T>(cache->c0) : nullptr;
     a.Wx = ptr<T>(cache->Wx);
@@ -343,7 +382,7 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
                        const std::string& dcT_name) {
     const Dims d = c.dims;
     const idx GH = c.spec.gates * d.H;
-    const FloatArgs args(c.x, "the forward input x");
+    const FloatArgs args(c.Wx, "the forward weights Wx");
     // A default py::array is an empty array, not a null handle: keep "absent" explicit.
     const bool has_dh = !dh_obj.is_none(), has_dhT = !dhT_obj.is_none(), has_dcT = !dcT_obj.is_none();
     py::array dh, dhT, dcT;
@@ -366,7 +405,8 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
         dcT = FloatArgs::contiguous<T>(dcT);
     }
 
-    py::array dx = empty<T>({d.N, d.T, d.D}), dh0 = empty<T>({d.N, d.H});
+    const bool with_ids = c.ids.has_value();  // then x has no gradient
+    py::array dx = with_ids ? py::array() : empty<T>({d.N, d.T, d.D}), dh0 = empty<T>({d.N, d.H});
     py::array dWx = empty<T>({d.D, GH}), dWh = empty<T>({d.H, GH}), db = empty<T>({GH});
     py::array dc0 = c.spec.has_c ? empty<T>({d.N, d.H}) : py::array();
     py::array dbh = c.spec.has_bh ? empty<T>({GH}) : py::array();
@@ -374,7 +414,8 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
     BackwardArgs<T> a{};
     a.dims = d;
     a.lengths.len = c.lengths ? c.lengths->data() : nullptr;
-    a.x = ptr<T>(c.x);
+    a.x = with_ids ? nullptr : ptr<T>(c.x);
+    a.ids = with_ids ? c.ids->data() : nullptr;
     a.h0 = ptr<T>(c.h0);
     a.c0 = c.spec.has_c ? ptr<T>(c.c0) : nullptr;
     a.Wx = ptr<T>(c.Wx);
@@ -384,7 +425,7 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
     a.dh = has_dh ? ptr<T>(dh) : nullptr;
     a.dhT = has_dhT ? ptr<T>(dhT) : nullptr;
     a.dcT = has_dcT ? ptr<T>(dcT) : nullptr;
-    a.dx = mut<T>(dx);
+    a.dx = with_ids ? nullptr : mut<T>(dx);
     a.dh0 = mut<T>(dh0);
     a.dc0 = c.spec.has_c ? mut<T>(dc0) : nullptr;
     a.dWx = mut<T>(dWx);
@@ -398,10 +439,14 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
         else gru_backward(a, c.reset_after);
     }
     auto opt = [](bool has, py::array& arr) { return has ? py::object(arr) : py::object(py::none()); };
-    return py::make_tuple(dx, dh0, opt(c.spec.has_c, dc0), dWx, dWh, db, opt(c.spec.has_bh, dbh));
+    return py::make_tuple(opt(!with_ids, dx), dh0, opt(c.spec.has_c, dc0), dWx, dWh, db, opt(c.spec.has_bh, dbh));
 }
 
 py::tuple forward_dispatch(ForwardInputs in) {
+    if (is_int_dtype(in.x)) {  // token ids: the dtype is the weights'
+        const FloatArgs args(as_array(in.Wx, "Wx"), "Wx");
+        return args.is_double() ? run_forward<double>(std::move(in), args) : run_forward<float>(std::move(in), args);
+    }
     const FloatArgs args(in.x, "x");
     in.x = args.take(in.x, "x");
     if (args.is_double()) return run_forward<double>(std::move(in), args);
@@ -437,7 +482,11 @@ py::tuple sequence_forward(const std::string& cell, py::object x, py::object h0,
     const CellSpec spec = cell_spec(cell);
     ForwardInputs in{spec, parse_nonlinearity(nonlinearity), reset_after, false, "(N, T, D)", {}, h0, c0, Wx, Wh, b, bh, lengths, "h0", "c0"};
     in.x = as_array(x, "x");
-    if (in.x.ndim() != 3) {
+    if (is_int_dtype(in.x) && in.x.ndim() != 2) {
+        throw py::type_error("x must be a float32 or float64 array, got dtype " + dtype_str(in.x) + " of shape " +
+                             shape_str(shape_of(in.x)) + " (an integer x holds token ids, with shape (N, T))");
+    }
+    if (!is_int_dtype(in.x) && in.x.ndim() != 3) {
         throw py::value_error("x must be 3-D with shape (N, T, D), got a " + std::to_string(in.x.ndim()) +
                               "-D array of shape " + shape_str(shape_of(in.x)));
     }
@@ -452,6 +501,14 @@ py::tuple step_forward(const std::string& cell, py::object x, py::object prev_h,
     if (prev_h.is_none()) throw py::type_error("prev_h must be an array, got None");
     if (spec.has_c && prev_c.is_none()) throw py::type_error("prev_c must be an array, got None");
     py::array xa = as_array(x, "x");
+    if (is_int_dtype(xa)) {  // token ids (N,)
+        if (xa.ndim() != 1) {
+            throw py::type_error("x must be a float32 or float64 array, got dtype " + dtype_str(xa) + " of shape " +
+                                 shape_str(shape_of(xa)) + " (an integer x holds token ids, with shape (N,))");
+        }
+        in.x = xa.attr("reshape")(xa.shape(0), 1);
+        return forward_dispatch(std::move(in));
+    }
     if (xa.ndim() != 2) {
         throw py::value_error("x must be 2-D with shape (N, D), got a " + std::to_string(xa.ndim()) +
                               "-D array of shape " + shape_str(shape_of(xa)));
@@ -475,7 +532,7 @@ py::tuple step_backward(py::object cache, const std::string& cell, py::object dn
     // h_t of a one-step forward is also its final state, so dnext_h enters as dhT.
     py::tuple g = c.is_double ? run_backward<double>(c, py::none(), dnext_h, dnext_c, "dh", "dnext_h", "dnext_c")
                               : run_backward<float>(c, py::none(), dnext_h, dnext_c, "dh", "dnext_h", "dnext_c");
-    py::object dx = g[0].attr("reshape")(c.dims.N, c.dims.D);
+    py::object dx = g[0].is_none() ? py::object(py::none()) : g[0].attr("reshape")(c.dims.N, c.dims.D);
     return py::make_tuple(dx, g[1], g[2], g[3], g[4], g[5], g[6]);
 }
 

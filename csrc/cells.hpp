@@ -1,6 +1,8 @@
 // The sequence kernels of the three cells. Arrays are C-contiguous, batch-major:
 //   x (N,T,D)  h (N,T,H)  h0, c0, hT, cT (N,H)  Wx (D,G*H)  Wh (H,G*H)  b, bh (G*H,)
 // with G = 1 (RNN), 4 (LSTM, gates i,f,o,g) or 3 (GRU, gates r,z,n).
+// Instead of x, the input may be token ids (N,T): x is then one-hot and D the vocabulary,
+// so x·Wx is a row of Wx and dWx a scatter of dA's rows; no dx is formed.
 // Argument checks happen in the bindings; these functions trust their inputs.
 #pragma once
 
@@ -25,6 +27,7 @@ struct ForwardArgs {
     Dims dims;
     Lengths lengths;
     const T* x;
+    const std::int64_t* ids;  // (N,T) in place of x, or nullptr
     const T* h0;
     const T* c0;  // LSTM only
     const T* Wx;
@@ -43,6 +46,7 @@ struct BackwardArgs {
     Lengths lengths;
     // What forward saw and produced.
     const T* x;
+    const std::int64_t* ids;  // in place of x, or nullptr
     const T* h0;
     const T* c0;
     const T* Wx;
@@ -54,7 +58,7 @@ struct BackwardArgs {
     const T* dhT;  // (N,H)
     const T* dcT;  // (N,H), LSTM only
     // Gradients out, all overwritten.
-    T* dx;
+    T* dx;  // nullptr with ids
     T* dh0;
     T* dc0;  // LSTM only
     T* dWx;

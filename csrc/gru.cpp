@@ -36,7 +36,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
     Buffer<T> ah(d.N * 3 * H);  // this step's recurrent products h_{t-1}·Wh_g (N,3H)
 
     run_team(sequence_threads(d, 3), [&] {
-        gemm<T>(d.N * d.T, 3 * H, d.D, row_major(a.x, d.D), row_major(a.Wx, 3 * H), false, a.ws, W);
+        input_projection(d, a.lengths, a.x, a.ids, a.Wx, 3 * H, a.ws, W);
         const Block mine = team_block(d.N, Wh[0]);
         for (idx t = 0; t < d.T; ++t) {
             const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
@@ -193,7 +193,7 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
             gemm<T>(H, H, d.N * d.T, RH_t, row_major<T>(dAh + 2 * H, 3 * H), false, a.dWh + 2 * H, 3 * H);
         }
         column_sums(d.N * d.T, 3 * H, dAh, 3 * H, a.dbh);
-        input_grads(d, a.lengths, 3 * H, a.x, x_scratch.data(), a.Wx, dAx.data(), a.dx, a.dWx, a.db);
+        input_grads(d, a.lengths, 3 * H, a.x, a.ids, x_scratch.data(), a.Wx, dAx.data(), a.dx, a.dWx, a.db);
     });
 }
 

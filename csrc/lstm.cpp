@@ -19,7 +19,7 @@ void lstm_forward(const ForwardArgs<T>& a) {
 
     run_team(sequence_threads(d, 4), [&] {
         // Gate slots of ws start as x·Wx; each step adds h_{t-1}·Wh, then activates in place.
-        gemm<T>(d.N * d.T, 4 * H, d.D, row_major(a.x, d.D), row_major(a.Wx, 4 * H), false, a.ws, W);
+        input_projection(d, a.lengths, a.x, a.ids, a.Wx, 4 * H, a.ws, W);
         const Block mine = team_block(d.N, Wh[0]);
         for (idx t = 0; t < d.T; ++t) {
             const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
@@ -123,7 +123,7 @@ void lstm_backward(const BackwardArgs<T>& a) {
         shifted_states(d, a.lengths, a.h0, a.h, hprev.data());
         gemm<T>(H, 4 * H, d.N * d.T, row_major<T>(hprev.data(), H).t(),
                 row_major<T>(dA.data(), 4 * H), false, a.dWh, 4 * H);
-        input_grads(d, a.lengths, 4 * H, a.x, x_scratch.data(), a.Wx, dA.data(), a.dx, a.dWx, a.db);
+        input_grads(d, a.lengths, 4 * H, a.x, a.ids, x_scratch.data(), a.Wx, dA.data(), a.dx, a.dWx, a.db);
     });
 }
 

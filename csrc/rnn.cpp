@@ -29,7 +29,7 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
 
     run_team(sequence_threads(d, 1), [&] {
         // h (N*T,H) first holds x·Wx; each step adds h_{t-1}·Wh, then b and act in place.
-        gemm<T>(d.N * d.T, H, d.D, row_major(a.x, d.D), row_major(a.Wx, H), false, a.h, H);
+        input_projection(d, a.lengths, a.x, a.ids, a.Wx, H, a.h, H);
         const Block mine = team_block(d.N, Wh);
         for (idx t = 0; t < d.T; ++t) {
             gemm_block(mine, prev_h(a.h0, a.h, d, t), Wh, true, a.h + t * H, d.T * H);
@@ -105,7 +105,7 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
         shifted_states(d, a.lengths, a.h0, a.h, hprev.data());
         gemm<T>(H, H, d.N * d.T, row_major<T>(hprev.data(), H).t(), row_major<T>(dA.data(), H),
                 false, a.dWh, H);
-        input_grads(d, a.lengths, H, a.x, x_scratch.data(), a.Wx, dA.data(), a.dx, a.dWx, a.db);
+        input_grads(d, a.lengths, H, a.x, a.ids, x_scratch.data(), a.Wx, dA.data(), a.dx, a.dWx, a.db);
     });
 }
 

@@ -28,6 +28,28 @@ MatRef<T> prev_h(const T* h0, const T* h, const Dims& d, idx t) {
     return t == 0 ? MatRef<T>{h0, d.H, 1} : step_block(h, d, d.H, t - 1);
 }
 
+// out (N*T rows, row stride ld) <- x·Wx for every (n, t), Wx (D, GH): one product, or with
+// token ids a copy of row ids[n, t] of Wx (the product with a one-hot x, exactly; steps
+// past a row's length, whose ids may be anything, get 0).
+template <class T>
+void input_projection(const Dims& d, const Lengths& len, const T* x, const std::int64_t* ids, const T* Wx, idx GH,
+                      T* out, idx ld) {
+    if (ids == nullptr) {
+        gemm<T>(d.N * d.T, GH, d.D, row_major(x, d.D), row_major(Wx, GH), false, out, ld);
+        return;
+    }
+    const Range r = my_share(d.N * d.T);
+    for (idx i = r.begin; i < r.end; ++i) {
+        if (len.active(i / d.T, i % d.T)) {
+            const T* row = Wx + ids[i] * GH;
+            std::copy(row, row + GH, out + i * ld);
+        } else {
+            std::fill(out + i * ld, out + i * ld + GH, T(0));
+        }
+    }
+    team_barrier();
+}
+
 // Calls f(n, j0, j1) for the rows and hidden units of a product block (see gemm.hpp). A
 // step that computes its block of h_{t-1}·Wh for every gate can then finish those units
 // at once: only the next step's product needs all of h_t, so one barrier per step.
@@ -110,10 +132,24 @@ void pass_through_inactive(const Block& b, const Lengths& len, idx t, idx H, con
 //   dWx = Xᵀ·dA,  db = Σ_rows dA,  dx = dA·Wxᵀ
 // With lengths, padded steps take no part: x's padding is read as 0 (through x_scratch,
 // N*T*D values) and their dx is 0, whatever the padding or the weights hold.
+// With token ids, dWx is dA's rows added into the rows of their ids, in row order (each
+// thread owns a slice of the columns), and there is no dx.
 template <class T>
-void input_grads(const Dims& d, const Lengths& len, idx GH, const T* x, T* x_scratch, const T* Wx,
-                 const T* dA, T* dx, T* dWx, T* db) {
+void input_grads(const Dims& d, const Lengths& len, idx GH, const T* x, const std::int64_t* ids, T* x_scratch,
+                 const T* Wx, const T* dA, T* dx, T* dWx, T* db) {
     const idx rows = d.N * d.T;
+    if (ids != nullptr) {
+        const Range cols = my_share(GH);
+        for (idx k = 0; k < d.D; ++k) std::fill(dWx + k * GH + cols.begin, dWx + k * GH + cols.end, T(0));
+        for (idx i = 0; i < rows; ++i) {
+            if (!len.active(i / d.T, i % d.T)) continue;  // a padded id may be anything
+            T* out = dWx + ids[i] * GH;
+            const T* g = dA + i * GH;
+            for (idx j = cols.begin; j < cols.end; ++j) out[j] += g[j];
+        }
+        column_sums(rows, GH, dA, GH, db);  // ends with a barrier
+        return;
+    }
     if (len.len != nullptr) {
         const Range r = my_share(rows);
         for (idx i = r.begin; i < r.end; ++i) {
