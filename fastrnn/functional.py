@@ -12,6 +12,10 @@ is opaque: pass it to the matching backward function.
 The temporal layers' heavy parts are here too: :func:`softmax_cross_entropy` (loss and
 gradient of a softmax over a vocabulary, in one pass) and :func:`embedding_backward`.
 
+Every forward function also takes integer token ids in place of x ((N, T), or (N,) for a
+step): the one-hot rows of an identity of size D = Wx.shape[0], as char-rnn feeds its
+characters, read as rows of Wx; the matching backward returns None for dx.
+
 Beyond the contract, :func:`sequence_forward` and :func:`sequence_backward` carry what the
 tuples leave out: the final states, gradients flowing into them, the LSTM's ``dc0``, and
 variable sequence lengths.
@@ -162,8 +166,10 @@ def sequence_forward(
     """Any cell over a sequence, returning its final state too.
 
     cell: "rnn", "lstm" or "gru".
-    x (N, T, D); params (Wx, Wh, b), plus bh for the GRU; state0 None (zeros), (h0,), or
-    (h0, c0) for the LSTM, where c0 may be None.
+    x (N, T, D); or integer token ids (N, T), meaning one-hot rows with D = Wx.shape[0]
+    (char-rnn's inputs): x·Wx is then read as rows of Wx, exactly the one-hot product, and
+    backward returns dx = None. params (Wx, Wh, b), plus bh for the GRU; state0 None
+    (zeros), (h0,), or (h0, c0) for the LSTM, where c0 may be None.
     lengths: None, or integers (N,) in [0, T]. Row n then runs steps t < lengths[n] only:
     h[n, t] is 0 after that and its final state is the one after step lengths[n] - 1.
 
@@ -184,7 +190,7 @@ def sequence_backward(
     """Backward of :func:`sequence_forward`.
 
     dh (N, T, H) or None (zeros); dfinal_state None, (dhT,) or (dhT, dcT) for the LSTM,
-    each (N, H) or None. Returns dx (N, T, D), dstate0 ((dh0,) or (dh0, dc0)) and dparams
+    each (N, H) or None. Returns dx (N, T, D) (None for token ids), dstate0 ((dh0,) or (dh0, dc0)) and dparams
     ((dWx, dWh, db), plus dbh for the GRU).
     """
     cell = getattr(cache, "cell", None)

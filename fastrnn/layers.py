@@ -126,6 +126,14 @@ def _int_array(name: str, value: Any, shape: Optional[Tuple[int, ...]], shape_do
     return arr
 
 
+def _is_token_ids(x: Any) -> bool:
+    """Whether x is an integer array: the ids of one-hot inputs."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(x).dtype
+    return dtype != np.bool_ and np.issubdtype(dtype, np.integer)
+
+
 def _check_ids(name: str, ids: Array, vocab_size: int, where: Optional[Array] = None) -> None:
     vals = ids if where is None else ids[where]
     if vals.size and (vals.min() < 0 or vals.max() >= vocab_size):
@@ -420,7 +428,10 @@ class _Recurrent(Layer):
     ) -> Tuple[Array, State]:
         """Runs the stacked layers over a whole sequence.
 
-        x: (N, T, D) (``(T, N, D)`` with ``batch_first=False``), the layer's dtype.
+        x: (N, T, D) (``(T, N, D)`` with ``batch_first=False``), the layer's dtype; or
+            integer token ids (N, T) ((T, N)), the ids of one-hot inputs with
+            D = input_size, as char-rnn feeds characters: the first layer reads row id
+            of its Wx instead of multiplying by a one-hot matrix (the same result, exactly).
         state: None (zeros) or the initial state: h, or (h, c) for the LSTM, each
             (num_layers * num_directions, N, H); an LSTM entry may be None (zeros).
         lengths: None, or integers (N,) in [0, T] (packed-sequence semantics): row n runs
@@ -441,10 +452,20 @@ class _Recurrent(Layer):
 
     def _run(self, x: Any, state: Any, lengths: Any, dropout: bool, keep: bool) -> Tuple[Array, State]:
         x_doc = "(N, T, D)" if self.batch_first else "(T, N, D)"
-        x = _float_array("x", x, self.dtype, 3, x_doc)
-        if not self.batch_first:
-            x = x.transpose(1, 0, 2)
-        N, T, D = x.shape
+        if _is_token_ids(x):  # one-hot inputs given as their ids, D = input_size
+            ids_doc = "(N, T)" if self.batch_first else "(T, N)"
+            x = _int_array("x", x, None, ids_doc)
+            if x.ndim != 2:
+                raise ValueError(f"x of token ids must have shape {ids_doc}, got {x.shape}")
+            if not self.batch_first:
+                x = x.T
+            N, T = x.shape
+            D = self.input_size
+        else:
+            x = _float_array("x", x, self.dtype, 3, x_doc)
+            if not self.batch_first:
+                x = x.transpose(1, 0, 2)
+            N, T, D = x.shape
         if D != self.input_size:
             raise ValueError(f"x must have shape {x_doc} with D = input_size = {self.input_size}, got D = {D}")
         if lengths is not None:
@@ -505,7 +526,7 @@ class _Recurrent(Layer):
             for zeros. Entries past a row's length are ignored (those outputs are constant 0).
         dstate: gradient w.r.t. the final state, in its structure, or None (zeros).
 
-        Returns dx (like x) and dstate0, the gradient w.r.t. the initial state, in the
+        Returns dx (like x; None when x was token ids) and dstate0, the gradient w.r.t. the initial state, in the
         state's structure (also when the initial state was None, i.e. zeros).
         """
         if self._cache is None:
@@ -545,7 +566,7 @@ class _Recurrent(Layer):
                 if is_lstm:
                     dfinal += (zeros if dcT is None else dcT[k],)
                 dx, ds0, dparams = F.sequence_backward(dh, cache["caches"][k], dfinal)
-                if d == 1:
+                if d == 1 and dx is not None:  # None: the input was token ids
                     dx = _reverse(dx, cache["rev"])
                 sfx = self._suffixes[d]
                 for name, g in zip(self._names, dparams):
@@ -555,9 +576,11 @@ class _Recurrent(Layer):
                     dc0[k] = ds0[1]  # type: ignore[index]
                 if dx_sum is None:
                     dx_sum = dx  # a fresh array from the kernel: ours to add into
-                else:
+                elif dx is not None:
                     dx_sum += dx
             dlayer = dx_sum  # type: ignore[assignment]
+        if dlayer is None:  # token ids have no gradient
+            return None, self._pack_state(dh0, dc0)
         dx_out = dlayer if self.batch_first else dlayer.transpose(1, 0, 2)
         return dx_out, self._pack_state(dh0, dc0)
 

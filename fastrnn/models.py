@@ -222,9 +222,7 @@ class CharRNN:
     def _encode(self, ids: Array, cache: bool) -> Array:
         if self.embed is not None:
             return self.embed.forward(ids) if cache else self.embed.params["W"][ids]
-        x = np.zeros(ids.shape + (self.vocab_size,), self.dtype)
-        np.put_along_axis(x, ids[..., None], 1, axis=-1)
-        return x
+        return ids  # one-hot inputs, given to the kernels as their ids
 
     def forward(self, inputs: Any, state: Optional[State] = None) -> Tuple[Array, State]:
         """inputs (N, T) token ids -> scores (N, T, V) (unnormalised logits) and the final
