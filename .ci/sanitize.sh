@@ -14,8 +14,9 @@
 #   FASTRNN_FUZZ_*              passed on to tests/test_fuzz.py (e.g. FASTRNN_FUZZ_EXAMPLES=1000)
 #
 # Runs: tests/test_parity.py without its hypothesis test, tests/test_api_errors.py,
-# tests/test_fuzz.py and tests/test_training_kernels.py. On the 2-vCPU development machine: about 1 min to build from scratch
-# (venv included), then about 75 s of tests; an incremental rebuild takes seconds.
+# tests/test_fuzz.py, tests/test_training_kernels.py and tests/test_token_ids.py. On the
+# 2-vCPU development machine: about 1 min to build from scratch (venv included), then
+# about 20 s of tests; an incremental rebuild takes seconds.
 #
 # How it works:
 # * CMakeLists.txt's option FASTRNN_SANITIZE (set from the environment variable of the same
@@ -133,7 +134,7 @@ set +e
 # shellcheck disable=SC2086
 LD_PRELOAD="$PRELOAD" "$VENV/bin/pytest" -q -rfE --capture=sys -p no:cacheprovider -p no:faulthandler \
     tests/test_parity.py -k "not random_shapes" \
-    tests/test_api_errors.py tests/test_fuzz.py tests/test_training_kernels.py \
+    tests/test_api_errors.py tests/test_fuzz.py tests/test_training_kernels.py tests/test_token_ids.py \
     ${FASTRNN_SANITIZE_PYTEST:-} 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
