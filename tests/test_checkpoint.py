@@ -5,6 +5,7 @@ import errno
 import math
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,7 +110,7 @@ def test_names():
 def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
     path = str(tmp_path / "lm_lstm_epoch0.25_1.5000.npz")
     save_checkpoint(path, make_ckpt())
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
 
     def full_disk(f, **arrays):
         f.write(b"PK\x03\x04 partial data")
@@ -119,7 +120,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as info:
         save_checkpoint(path, make_ckpt(seed=1))
     assert path in str(info.value) and "No space left" in str(info.value)
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == [os.path.basename(path)]  # no temporary file left
     monkeypatch.undo()
     assert load_checkpoint(path).iteration == 10
@@ -128,7 +129,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
 def test_failed_rename_keeps_previous_file(tmp_path, monkeypatch):
     path = str(tmp_path / "c.npz")
     save_checkpoint(path, make_ckpt())
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
 
     def bad_replace(src, dst):
         raise OSError(errno.EIO, "Input/output error")
@@ -136,7 +137,7 @@ def test_failed_rename_keeps_previous_file(tmp_path, monkeypatch):
     monkeypatch.setattr(ck.os, "replace", bad_replace)
     with pytest.raises(OSError, match="could not write checkpoint"):
         save_checkpoint(path, make_ckpt(seed=1))
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     assert os.listdir(tmp_path) == ["c.npz"]
 
 
@@ -171,7 +172,7 @@ def assert_error_names(path, match=None):
 def test_truncated(tmp_path):
     path = str(tmp_path / "t.npz")
     save_checkpoint(path, make_ckpt())
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     for cut in (len(data) // 2, len(data) - 30, 10):
         with open(path, "wb") as f:
             f.write(data[:cut])
@@ -181,7 +182,7 @@ def test_truncated(tmp_path):
 def test_corrupted_bytes(tmp_path):
     path = str(tmp_path / "c.npz")
     save_checkpoint(path, make_ckpt())
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     with zipfile.ZipFile(path) as z:
         info = z.getinfo("param/head.W.npy")
     # flip a byte in the middle of that member's data

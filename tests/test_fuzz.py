@@ -1215,6 +1215,7 @@ def test_length_one_sequence_cache_is_rejected_by_the_step_backward_functions():
         F.rnn_step_backward(np.zeros((2, 4)), cache)
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 def test_ndarray_subclass_matrix_as_step_input_works_or_raises_a_clear_error():
     """np.matrix is a 2-D ndarray subclass of a valid (N, D) shape: the step functions must
     either compute (as the reference does) or raise TypeError/ValueError naming x, not

@@ -5,6 +5,7 @@ import io
 import math
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,7 +154,7 @@ def test_sigint_saves_and_stops(tmp_path, monkeypatch):
 
 
 def _checkpoint_files(d):
-    return {f: open(os.path.join(d, f), "rb").read() for f in os.listdir(d) if f.endswith(".npz")}
+    return {f: Path(d, f).read_bytes() for f in os.listdir(d) if f.endswith(".npz")}
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "explode", "nan-grad"])
