@@ -37,10 +37,18 @@ void for_my_pieces(const std::vector<idx>& n, idx total, F&& f) {
 }
 
 // Each rule below spells out the NumPy reference's operations in the same order, one
-// rounding per operation.
+// rounding per operation. On x86-64 Linux each is also built for AVX2 and AVX-512, and
+// the loader picks the widest the CPU has: sqrt and division dominate, and their vector
+// forms round exactly as the scalar ones, so every build gives the same bits.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define FASTRNN_WIDEST __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTRNN_WIDEST
+#endif
 
 template <class T>
-void sgd(const UpdateRule& r, T* p, const T* g, T* buf, idx i0, idx i1) {
+FASTRNN_WIDEST void sgd(const UpdateRule& r, T* p, const T* g, T* buf, idx i0, idx i1) {
     const T lr = T(r.lr), mu = T(r.momentum), wd = T(r.weight_decay);
     const bool decay = r.weight_decay != 0, momentum = r.momentum > 0;
     for (idx i = i0; i < i1; ++i) {
@@ -55,7 +63,7 @@ void sgd(const UpdateRule& r, T* p, const T* g, T* buf, idx i0, idx i1) {
 }
 
 template <class T>
-void adagrad(const UpdateRule& r, T* p, const T* g, T* mem, idx i0, idx i1) {
+FASTRNN_WIDEST void adagrad(const UpdateRule& r, T* p, const T* g, T* mem, idx i0, idx i1) {
     const T lr = T(r.lr), eps = T(r.eps);
     for (idx i = i0; i < i1; ++i) {
         mem[i] = mem[i] + g[i] * g[i];
@@ -64,7 +72,7 @@ void adagrad(const UpdateRule& r, T* p, const T* g, T* mem, idx i0, idx i1) {
 }
 
 template <class T>
-void rmsprop(const UpdateRule& r, T* p, const T* g, T* m, idx i0, idx i1) {
+FASTRNN_WIDEST void rmsprop(const UpdateRule& r, T* p, const T* g, T* m, idx i0, idx i1) {
     const T lr = T(r.lr), alpha = T(r.alpha), one_m_alpha = T(1.0 - r.alpha), eps = T(r.eps);
     for (idx i = i0; i < i1; ++i) {
         m[i] = m[i] * alpha + one_m_alpha * (g[i] * g[i]);
@@ -73,7 +81,7 @@ void rmsprop(const UpdateRule& r, T* p, const T* g, T* m, idx i0, idx i1) {
 }
 
 template <class T>
-void adam(const UpdateRule& r, T* p, const T* g, T* m, T* v, idx i0, idx i1) {
+FASTRNN_WIDEST void adam(const UpdateRule& r, T* p, const T* g, T* m, T* v, idx i0, idx i1) {
     const T b1 = T(r.beta1), one_m_b1 = T(1.0 - r.beta1), b2 = T(r.beta2), one_m_b2 = T(1.0 - r.beta2);
     const T eps = T(r.eps), step = T(r.step_size), bc2 = T(r.bc2_sqrt), wd = T(r.weight_decay);
     const T shrink = T(1.0 - r.lr * r.weight_decay);
