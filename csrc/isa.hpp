@@ -32,7 +32,8 @@ struct Kernels {
                     idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
                     T* a_scratch, bool a_ready);
 
-    // Elementwise activations in place over p[0:n]: accurate to a few ulp, NaN in gives NaN.
+    // Elementwise functions in place over p[0:n] (the activations, and exp for the softmax
+    // loss): accurate to a few ulp, NaN in gives NaN.
     void (*sigmoid)(T* p, idx n);
     void (*tanh)(T* p, idx n);
     void (*exp)(T* p, idx n);
