@@ -141,6 +141,35 @@ class FloatArgs {
     bool is_double_ = false;
 };
 
+bool is_int_dtype(const py::array& a) {
+    const char kind = a.dtype().kind();
+    return kind == 'i' || kind == 'u';
+}
+
+// Integer ids as a C-contiguous int64 array (a copy only when needed), each in [0, limit)
+// wherever checked(flat index) holds. `context` follows the range in the error message.
+template <class Checked>
+py::array_t<std::int64_t> checked_ids(const py::array& raw, const std::string& name, idx limit,
+                                      const std::string& context, Checked checked) {
+    if (!is_int_dtype(raw)) {
+        throw py::type_error(name + " must be an integer array, got dtype " + dtype_str(raw));
+    }
+    auto ids = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
+    if (!ids) throw py::error_already_set();
+    const std::int64_t* p = ids.data();
+    for (idx i = 0; i < idx(ids.size()); ++i) {
+        if (checked(i) && (p[i] < 0 || p[i] >= limit)) {
+            std::string at;  // i as a multi-index
+            for (idx k = ids.ndim() - 1, rest = i; k >= 0; rest /= ids.shape(k), --k) {
+                at = std::to_string(rest % ids.shape(k)) + (at.empty() ? "" : ", ") + at;
+            }
+            throw py::value_error(name + " must lie in [0, " + std::to_string(limit) + ")" + context + ", got " +
+                                  name + "[" + at + "] = " + std::to_string(p[i]));
+        }
+    }
+    return ids;
+}
+
 // ---------------------------------------------------------------- cells
 
 struct CellSpec {
@@ -234,30 +263,6 @@ struct ForwardInputs {
     std::string h0_name, c0_name;
 };
 
-bool is_int_dtype(const py::array& a) {
-    const char kind = a.dtype().kind();
-    return kind == 'i' || kind == 'u';
-}
-
-// Token ids (N, T) as C-contiguous int64, each in [0, vocab) at the steps that run.
-py::array_t<std::int64_t> token_ids(const py::array& raw, idx vocab, const std::int64_t* lengths) {
-    py::array_t<std::int64_t> ids = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
-    if (!ids) throw py::error_already_set();
-    const idx N = ids.shape(0), Tn = ids.shape(1);
-    const std::int64_t* p = ids.data();
-    for (idx n = 0; n < N; ++n) {
-        const idx steps = lengths ? idx(lengths[n]) : Tn;
-        for (idx t = 0; t < steps; ++t) {
-            if (p[n * Tn + t] < 0 || p[n * Tn + t] >= vocab) {
-                throw py::value_error("x holds token ids, which must lie in [0, D) = [0, " + std::to_string(vocab) +
-                                      ") with D = Wx.shape[0], got x[" + std::to_string(n) + ", " +
-                                      std::to_string(t) + "] = " + std::to_string(p[n * Tn + t]));
-            }
-        }
-    }
-    return ids;
-}
-
 template <class T>
 py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     const CellSpec& spec = in.spec;
@@ -309,8 +314,7 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     std::optional<py::array_t<std::int64_t>> lengths;
     if (!in.lengths.is_none()) {
         py::array raw = as_array(in.lengths, "lengths");
-        const char kind = raw.dtype().kind();
-        if (kind != 'i' && kind != 'u') {
+        if (!is_int_dtype(raw)) {
             throw py::type_error("lengths must be an integer array, got dtype " + dtype_str(raw));
         }
         expect_shape(raw, "lengths", {N}, "(N,)");
@@ -333,7 +337,9 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     cache->is_double = std::is_same<T, double>::value;
     cache->dims = {N, Tn, D, H};
     if (with_ids) {
-        cache->ids = token_ids(in.x, D, lengths ? lengths->data() : nullptr);
+        const std::int64_t* len = lengths ? lengths->data() : nullptr;  // padding is not read
+        cache->ids = checked_ids(in.x, "x", D, " (x holds token ids; D = Wx.shape[0])",
+                                 [&](idx i) { return len == nullptr || i % Tn < len[i / Tn]; });
     } else {
         cache->x = FloatArgs::contiguous<T>(in.x);
     }
@@ -584,25 +590,31 @@ struct InPlaceList {
     std::vector<idx> sizes;
 };
 
+// An ndarray of T that a kernel may write through: no copy is made, so it must be
+// writeable, aligned, C-contiguous and in native byte order.
+template <class T>
+py::array in_place_array(py::handle obj, const std::string& name) {
+    if (!py::isinstance<py::array>(obj)) {
+        throw py::type_error(name + " must be a np.ndarray, got " + type_name(obj));
+    }
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    if (a.dtype().num() != py::dtype::of<T>().num()) {
+        throw py::type_error(name + " has dtype " + dtype_str(a) + "; expected " +
+                             py::str(py::dtype::of<T>()).cast<std::string>() + " like the first array");
+    }
+    if (!(a.flags() & py::array::c_style) || !a.writeable() || !a.attr("flags").attr("aligned").cast<bool>() ||
+        !a.dtype().attr("isnative").cast<bool>()) {
+        throw py::value_error(name + " must be a writeable, aligned, C-contiguous array in native "
+                              "byte order (it is updated in place)");
+    }
+    return a;
+}
+
 template <class T>
 InPlaceList<T> in_place_list(const py::list& list, const std::string& name) {
     InPlaceList<T> out;
-    const py::dtype dtype = py::dtype::of<T>();
     for (std::size_t k = 0; k < list.size(); ++k) {
-        const std::string item = name + "[" + std::to_string(k) + "]";
-        if (!py::isinstance<py::array>(list[k])) {
-            throw py::type_error(item + " must be a np.ndarray, got " + type_name(list[k]));
-        }
-        py::array a = py::reinterpret_borrow<py::array>(list[k]);
-        if (a.dtype().num() != dtype.num()) {
-            throw py::type_error(item + " has dtype " + dtype_str(a) + "; expected " +
-                                 py::str(dtype).cast<std::string>() + " like the first array");
-        }
-        if (!(a.flags() & py::array::c_style) || !a.writeable() ||
-            !a.attr("flags").attr("aligned").cast<bool>() || !a.dtype().attr("isnative").cast<bool>()) {
-            throw py::value_error(item + " must be a writeable, aligned, C-contiguous array in native "
-                                  "byte order (it is updated in place)");
-        }
+        py::array a = in_place_array<T>(list[k], name + "[" + std::to_string(k) + "]");
         out.ptrs.push_back(mut<T>(a));
         out.sizes.push_back(idx(a.size()));
         out.keep.push_back(a);
@@ -694,25 +706,29 @@ void run_optimizer_update(const UpdateRule& rule, const py::list& params, const 
     a.n = p.sizes;
     a.g = read_list<T>(grads, "grads", p, "params", keep);
     const std::size_t buffers = buffers_of(rule);
-    InPlaceList<T> s0, s1;
-    auto check_state = [&](const py::list& list, const std::string& name, InPlaceList<T>& out) {
-        out = in_place_list<T>(list, name);
-        for (std::size_t k = 0; k < out.keep.size(); ++k) {
-            if (k >= p.keep.size() || shape_of(out.keep[k]) != shape_of(p.keep[k])) {
-                throw py::value_error(name + " must hold one array per parameter, shaped like it");
-            }
-        }
-        if (out.keep.size() != p.keep.size()) {
-            throw py::value_error(name + " has " + std::to_string(out.keep.size()) + " arrays but params has " +
+    // The state buffers: one per parameter, shaped like it.
+    auto state = [&](const py::list& list, const std::string& name) {
+        if (list.size() != p.keep.size()) {
+            throw py::value_error(name + " has " + std::to_string(list.size()) + " arrays but params has " +
                                   std::to_string(p.keep.size()));
         }
+        InPlaceList<T> out = in_place_list<T>(list, name);
+        for (std::size_t k = 0; k < out.keep.size(); ++k) {
+            if (shape_of(out.keep[k]) != shape_of(p.keep[k])) {
+                throw py::value_error(name + "[" + std::to_string(k) + "] has shape " +
+                                      shape_str(shape_of(out.keep[k])) + " but params[" + std::to_string(k) +
+                                      "] has shape " + shape_str(shape_of(p.keep[k])));
+            }
+        }
+        return out;
     };
+    InPlaceList<T> s0, s1;
     if (buffers >= 1) {
-        check_state(state0, "state0", s0);
+        s0 = state(state0, "state0");
         a.s0 = s0.ptrs;
     }
     if (buffers >= 2) {
-        check_state(state1, "state1", s1);
+        s1 = state(state1, "state1");
         a.s1 = s1.ptrs;
     }
     py::gil_scoped_release release;
@@ -762,25 +778,15 @@ void in_place_entry(const py::list& arrays, double value, bool clamp) {
     else run_in_place<float>(arrays, value, clamp);
 }
 
-// Integer ids as a C-contiguous int64 array of `shape`, each in [0, limit) where `where`
-// (a bool array of the same size, or null) is true.
-py::array_t<std::int64_t> ids_in_range(py::object obj, const std::string& name, const std::vector<idx>& shape,
-                                       const std::string& symbols, idx limit, const std::uint8_t* where) {
+// 1-D integer ids of length M, each in [0, limit) where mask (M,) is nonzero (or null).
+py::array_t<std::int64_t> row_ids(py::object obj, const std::string& name, idx M, idx limit,
+                                  const std::uint8_t* mask) {
     const py::array raw = as_array(obj, name);
-    const char kind = raw.dtype().kind();
-    if (kind != 'i' && kind != 'u') {
+    if (!is_int_dtype(raw)) {  // before the shape: a float array is a type error
         throw py::type_error(name + " must be an integer array, got dtype " + dtype_str(raw));
     }
-    expect_shape(raw, name, shape, symbols);
-    py::array_t<std::int64_t> ids = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
-    const std::int64_t* p = ids.data();
-    for (idx i = 0; i < idx(ids.size()); ++i) {
-        if ((where == nullptr || where[i]) && (p[i] < 0 || p[i] >= limit)) {
-            throw py::value_error(name + " must lie in [0, " + std::to_string(limit) + "), got " +
-                                  std::to_string(p[i]) + " at flat index " + std::to_string(i));
-        }
-    }
-    return ids;
+    expect_shape(raw, name, {M}, "(M,)");
+    return checked_ids(raw, name, limit, "", [&](idx i) { return mask == nullptr || mask[i] != 0; });
 }
 
 template <class T>
@@ -797,7 +803,7 @@ py::tuple run_softmax(const py::array& scores_in, py::object targets, py::object
         mask = py::array_t<std::uint8_t>(py::module_::import("numpy").attr("ascontiguousarray")(m, "uint8"));
     }
     const std::uint8_t* mk = mask ? mask->data() : nullptr;
-    const py::array_t<std::int64_t> ids = ids_in_range(targets, "targets", {M}, "(M,)", V, mk);
+    const py::array_t<std::int64_t> ids = row_ids(targets, "targets", M, V, mk);
     py::array dscores = empty<T>({M, V});
     double total;
     {
@@ -825,29 +831,21 @@ void run_embedding_backward(py::object ids_obj, const py::array& dout_in, py::ar
                               shape_str(shape_of(dout_in)));
     }
     const idx M = dout_in.shape(0);
-    const py::array_t<std::int64_t> ids = ids_in_range(ids_obj, "ids", {M}, "(M,)", V, nullptr);
+    const py::array_t<std::int64_t> ids = row_ids(ids_obj, "ids", M, V, nullptr);
     const CArray<T> dout = FloatArgs::contiguous<T>(dout_in);
     py::gil_scoped_release release;
     embedding_backward<T>(M, D, ids.data(), dout.data(), mut<T>(dW));
 }
 
 void embedding_backward_entry(py::object ids, py::object dout_obj, py::object dW_obj) {
-    py::list one;
-    one.append(dW_obj);
-    const bool is_double = list_is_double(one, "dW");
-    py::array dW = py::reinterpret_borrow<py::array>(dW_obj);
+    const FloatArgs args(as_array(dW_obj, "dW"), "dW");
+    py::array dW = args.is_double() ? in_place_array<double>(dW_obj, "dW") : in_place_array<float>(dW_obj, "dW");
     if (dW.ndim() != 2) {
         throw py::value_error("dW must be 2-D (V, D), got shape " + shape_str(shape_of(dW)));
     }
-    const FloatArgs args(dW, "dW");
     const py::array dout = args.take(dout_obj, "dout");
-    if (is_double) {
-        in_place_list<double>(one, "dW");
-        run_embedding_backward<double>(ids, dout, dW);
-    } else {
-        in_place_list<float>(one, "dW");
-        run_embedding_backward<float>(ids, dout, dW);
-    }
+    if (args.is_double()) run_embedding_backward<double>(ids, dout, dW);
+    else run_embedding_backward<float>(ids, dout, dW);
 }
 
 Isa parse_isa(const std::string& name) {
