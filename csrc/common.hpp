@@ -175,6 +175,20 @@ inline Range team_share(idx n, int rank, int size) {
 }
 inline Range my_share(idx n) { return team_share(n, team_rank(), team_size()); }
 
+// dst[ids[i]] += src[i] for the rows i < rows where take(i) holds, in the order of i, over
+// this member's share of the `width` columns: rows are (rows, width) and dst (any, width).
+// Each element is summed by one thread in one order, whatever the team size.
+template <class T, class Take>
+void add_rows_at(idx rows, idx width, const std::int64_t* ids, const T* src, T* dst, Take take) {
+    const Range cols = my_share(width);
+    for (idx i = 0; i < rows; ++i) {
+        if (!take(i)) continue;
+        T* out = dst + ids[i] * width;
+        const T* in = src + i * width;
+        for (idx j = cols.begin; j < cols.end; ++j) out[j] += in[j];
+    }
+}
+
 // ---------------------------------------------------------------- lengths
 
 // Optional per-row sequence lengths. Row n takes part in step t only while t < len[n];

@@ -139,14 +139,10 @@ void input_grads(const Dims& d, const Lengths& len, idx GH, const T* x, const st
                  const T* Wx, const T* dA, T* dx, T* dWx, T* db) {
     const idx rows = d.N * d.T;
     if (ids != nullptr) {
-        const Range cols = my_share(GH);
+        const Range cols = my_share(GH);  // add_rows_at's share: each thread zeroes its own
         for (idx k = 0; k < d.D; ++k) std::fill(dWx + k * GH + cols.begin, dWx + k * GH + cols.end, T(0));
-        for (idx i = 0; i < rows; ++i) {
-            if (!len.active(i / d.T, i % d.T)) continue;  // a padded id may be anything
-            T* out = dWx + ids[i] * GH;
-            const T* g = dA + i * GH;
-            for (idx j = cols.begin; j < cols.end; ++j) out[j] += g[j];
-        }
+        // Padded steps are skipped: their ids may be anything.
+        add_rows_at(rows, GH, ids, dA, dWx, [&](idx i) { return len.active(i / d.T, i % d.T); });
         column_sums(rows, GH, dA, GH, db);  // ends with a barrier
         return;
     }

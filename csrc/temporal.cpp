@@ -48,14 +48,7 @@ double softmax_cross_entropy(idx M, idx V, const T* scores, const std::int64_t* 
 template <class T>
 void embedding_backward(idx M, idx D, const std::int64_t* ids, const T* dout, T* dW) {
     const int threads = D >= 64 ? threads_for(double(M) * double(D)) : 1;
-    run_team_or_inline(threads, [&] {
-        const Range cols = my_share(D);
-        for (idx m = 0; m < M; ++m) {
-            const T* src = dout + m * D;
-            T* dst = dW + ids[m] * D;
-            for (idx j = cols.begin; j < cols.end; ++j) dst[j] += src[j];
-        }
-    });
+    run_team_or_inline(threads, [&] { add_rows_at(M, D, ids, dout, dW, [](idx) { return true; }); });
 }
 
 #define FASTRNN_INSTANTIATE(T)                                                                          \
