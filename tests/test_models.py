@@ -276,6 +276,16 @@ def test_captioning_sample_stops_at_end_and_fills_null(cell_type):
     assert model.sample(feats, max_length=2).tolist() == [[a, b]] * 2  # cut by max_length
 
 
+def reference_step(model: CaptioningRNN, x: np.ndarray, h: np.ndarray, c: np.ndarray):
+    """One step of the model's cell with fastrnn.reference: (h, c) -> (next_h, next_c)."""
+    p = model.params
+    if model.cell_type == "rnn":
+        return R.rnn_step_forward(x, h, p["Wx"], p["Wh"], p["b"])[0], c
+    if model.cell_type == "lstm":
+        return R.lstm_step_forward(x, h, c, p["Wx"], p["Wh"], p["b"])[:2]
+    return R.gru_step_forward(x, h, p["Wx"], p["Wh"], p["b"], p["bh"])[0], c
+
+
 def naive_greedy(model: CaptioningRNN, feats: np.ndarray, T: int) -> np.ndarray:
     """Greedy decoding written with fastrnn.reference's step functions, without stopping."""
     p = model.params
@@ -285,12 +295,7 @@ def naive_greedy(model: CaptioningRNN, feats: np.ndarray, T: int) -> np.ndarray:
     out = []
     for _ in range(T):
         x = p["W_embed"][word]
-        if model.cell_type == "rnn":
-            h, _ = R.rnn_step_forward(x, h, p["Wx"], p["Wh"], p["b"])
-        elif model.cell_type == "lstm":
-            h, c, _ = R.lstm_step_forward(x, h, c, p["Wx"], p["Wh"], p["b"])
-        else:
-            h, _ = R.gru_step_forward(x, h, p["Wx"], p["Wh"], p["b"], p["bh"])
+        h, c = reference_step(model, x, h, c)
         word = (h @ p["W_vocab"] + p["b_vocab"]).argmax(axis=1)
         out.append(word)
     return np.stack(out, axis=1)
@@ -332,12 +337,7 @@ def naive_logprob(model: CaptioningRNN, feat: np.ndarray, words) -> float:
     prev, total = model.word_to_idx["<START>"], 0.0
     for w in words:
         x = p["W_embed"][[prev]]
-        if model.cell_type == "rnn":
-            h, _ = R.rnn_step_forward(x, h, p["Wx"], p["Wh"], p["b"])
-        elif model.cell_type == "lstm":
-            h, c, _ = R.lstm_step_forward(x, h, c, p["Wx"], p["Wh"], p["b"])
-        else:
-            h, _ = R.gru_step_forward(x, h, p["Wx"], p["Wh"], p["b"], p["bh"])
+        h, c = reference_step(model, x, h, c)
         s = (h @ p["W_vocab"] + p["b_vocab"])[0]
         total += s[w] - s.max() - np.log(np.exp(s - s.max()).sum())
         prev = w
