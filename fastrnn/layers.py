@@ -858,9 +858,8 @@ def temporal_softmax_loss(
         raise ValueError(f"scores must be 3-D (N, T, V), got shape {s.shape}")
     N, T, V = s.shape
     y = _int_array("targets", targets, (N, T), "(N, T)")
-    if mask is None:
-        m = np.ones((N, T), dtype=bool)
-    else:
+    m = None
+    if mask is not None:
         m = np.asarray(mask)
         if m.shape != (N, T):
             raise ValueError(f"mask must have shape (N, T) = {(N, T)}, got {m.shape}")
@@ -870,15 +869,15 @@ def temporal_softmax_loss(
             m = m.astype(bool)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    _check_ids("targets", y, V, where=m)
     if reduction == "batchmean":
         denom = float(N)
     elif reduction == "mean":
-        denom = float(m.sum())
+        denom = float(N * T if m is None else m.sum())
     else:
         denom = 1.0
     if denom == 0.0:
         return 0.0, np.zeros_like(s)
+    # The kernel checks the targets where the mask is True.
     total, dscores = F.softmax_cross_entropy(s.reshape(N * T, V), y.reshape(N * T),
-                                             None if mask is None else m.reshape(N * T), 1.0 / denom)
+                                             None if m is None else m.reshape(N * T), 1.0 / denom)
     return total / denom, dscores.reshape(N, T, V)
