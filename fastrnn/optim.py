@@ -16,7 +16,7 @@ Adam, AdamW), except :class:`Adagrad`, which follows min-char-rnn (``eps`` insid
 square root). Every update is computed in the parameter's own dtype by one compiled pass
 over all parameters (threaded for large models); it matches the NumPy formulas of
 :mod:`fastrnn.reference` (``adam_update`` and so on) bitwise, and those formulas also serve
-parameters that are not C-contiguous. Optimizer state has the parameter's dtype.
+the parameters that are not C-contiguous. Optimizer state has the parameter's dtype.
 
 Checkpoints: :meth:`Optimizer.state_dict` is a flat dict of NumPy arrays, numbers and
 strings, with keys such as ``"lr"``, ``"t"``, ``"m/Wx"``, ``"v/Wx"``. It can be stored with
@@ -128,11 +128,9 @@ class Optimizer:
             if not p.flags.writeable:
                 raise ValueError(f"{name}: params[{k!r}] is read-only; it must be updated in place")
         self.params: Dict[str, np.ndarray] = dict(params)
-        self._compiled = all(p.flags.c_contiguous and p.flags.aligned for p in self.params.values())
-        # One compiled call per dtype: a model may mix float32 and float64 parameters.
-        self._dtype_groups: List[List[str]] = []
-        for dtype in dict.fromkeys(p.dtype for p in self.params.values()):
-            self._dtype_groups.append([k for k, p in self.params.items() if p.dtype == dtype])
+        # One compiled call per dtype (a model may mix float32 and float64); parameters the
+        # kernels cannot update in place take the NumPy formulas.
+        self._compiled_names, self._reference_names = _compiled_groups(self.params)
         self.lr = lr
         self.t = 0
         self.state: Dict[str, Dict[str, np.ndarray]] = {
@@ -187,15 +185,13 @@ class Optimizer:
         ``grads`` itself is not modified."""
         self._check_grads(grads)
         self.t += 1
-        if self._compiled:
-            coef = self._coef()
-            for names in self._dtype_groups:
-                state = [[self.state[b][k] for k in names] for b in self._buffers] + [[], []]
-                _core.optimizer_update(self._rule, [self.params[k] for k in names], [grads[k] for k in names],
-                                       state[0], state[1], coef)
-        else:
-            for k, p in self.params.items():
-                self._reference(p, grads[k], {b: self.state[b][k] for b in self._buffers})
+        coef = self._coef()
+        for names in self._compiled_names:
+            state = [[self.state[b][k] for k in names] for b in self._buffers] + [[], []]
+            _core.optimizer_update(self._rule, [self.params[k] for k in names], [grads[k] for k in names],
+                                   state[0], state[1], coef)
+        for k in self._reference_names:
+            self._reference(self.params[k], grads[k], {b: self.state[b][k] for b in self._buffers})
 
     def _coef(self) -> Dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
@@ -449,16 +445,16 @@ def _grad_list(grads: Grads, fname: str) -> List[np.ndarray]:
     return out
 
 
-def _compiled_groups(arrays: List[np.ndarray]) -> Tuple[List[List[np.ndarray]], List[np.ndarray]]:
-    """Split arrays into same-dtype lists the compiled kernels take in place (float32 or
-    float64, C-contiguous, aligned) and the rest, for NumPy."""
-    groups: Dict[np.dtype, List[np.ndarray]] = {}
+def _compiled_groups(arrays: Mapping[Any, np.ndarray]) -> Tuple[List[List[Any]], List[Any]]:
+    """Split the keys of ``arrays`` into same-dtype lists whose arrays the compiled kernels
+    take in place (float32 or float64, C-contiguous, aligned), and the rest, for NumPy."""
+    groups: Dict[np.dtype, List[Any]] = {}
     rest = []
-    for a in arrays:
+    for k, a in arrays.items():
         if a.dtype in _FLOAT_DTYPES and a.flags.c_contiguous and a.flags.aligned:
-            groups.setdefault(a.dtype, []).append(a)
+            groups.setdefault(a.dtype, []).append(k)
         else:
-            rest.append(a)
+            rest.append(k)
     return list(groups.values()), rest
 
 
@@ -474,18 +470,18 @@ def clip_grad_norm(grads: Grads, max_norm: float) -> float:
     """
     gl = _grad_list(grads, "clip_grad_norm")
     max_norm = _number("max_norm", max_norm, owner="clip_grad_norm")
-    groups, rest = _compiled_groups(gl)
-    sq = sum(_core.sum_of_squares(group) for group in groups)
-    sq += sum(float(np.sum(np.square(g, dtype=np.float64))) for g in rest)
+    groups, rest = _compiled_groups(dict(enumerate(gl)))
+    sq = sum(_core.sum_of_squares([gl[i] for i in group]) for group in groups)
+    sq += sum(float(np.sum(np.square(gl[i], dtype=np.float64))) for i in rest)
     total = math.sqrt(sq)
     if not math.isfinite(total):
         return total
     if total > max_norm:
         coef = max_norm / (total + 1e-6)
         for group in groups:
-            _core.scale_arrays(group, coef)
-        for g in rest:
-            g *= g.dtype.type(coef)
+            _core.scale_arrays([gl[i] for i in group], coef)
+        for i in rest:
+            gl[i] *= gl[i].dtype.type(coef)
     return total
 
 
@@ -495,12 +491,12 @@ def clip_grad_value(grads: Grads, clip: float) -> None:
     ``grads`` is a dict of arrays or an iterable of arrays. NaNs stay NaN."""
     gl = _grad_list(grads, "clip_grad_value")
     clip = _number("clip", clip, owner="clip_grad_value")
-    groups, rest = _compiled_groups(gl)
+    groups, rest = _compiled_groups(dict(enumerate(gl)))
     for group in groups:
-        _core.clamp_arrays(group, clip)
-    for g in rest:
-        c = g.dtype.type(clip)
-        np.clip(g, -c, c, out=g)
+        _core.clamp_arrays([gl[i] for i in group], clip)
+    for i in rest:
+        c = gl[i].dtype.type(clip)
+        np.clip(gl[i], -c, c, out=gl[i])
 
 
 # ---------------------------------------------------------------- learning-rate schedules
