@@ -590,22 +590,35 @@ struct InPlaceList {
     std::vector<idx> sizes;
 };
 
+// "name[index]", or just name when index < 0: built only for an error message.
+std::string item_name(const std::string& name, long index) {
+    return index < 0 ? name : name + "[" + std::to_string(index) + "]";
+}
+
+bool native_byte_order(const py::array& a) {
+    const std::uint16_t one = 1;
+    const bool little = *reinterpret_cast<const unsigned char*>(&one) == 1;
+    const char order = a.dtype().byteorder();
+    return order == '=' || order == '|' || order == (little ? '<' : '>');
+}
+
 // An ndarray of T that a kernel may write through: no copy is made, so it must be
 // writeable, aligned, C-contiguous and in native byte order.
 template <class T>
-py::array in_place_array(py::handle obj, const std::string& name) {
+py::array in_place_array(py::handle obj, const std::string& name, long index = -1) {
     if (!py::isinstance<py::array>(obj)) {
-        throw py::type_error(name + " must be a np.ndarray, got " + type_name(obj));
+        throw py::type_error(item_name(name, index) + " must be a np.ndarray, got " + type_name(obj));
     }
     py::array a = py::reinterpret_borrow<py::array>(obj);
     if (a.dtype().num() != py::dtype::of<T>().num()) {
-        throw py::type_error(name + " has dtype " + dtype_str(a) + "; expected " +
+        throw py::type_error(item_name(name, index) + " has dtype " + dtype_str(a) + "; expected " +
                              py::str(py::dtype::of<T>()).cast<std::string>() + " like the first array");
     }
-    if (!(a.flags() & py::array::c_style) || !a.writeable() || !a.attr("flags").attr("aligned").cast<bool>() ||
-        !a.dtype().attr("isnative").cast<bool>()) {
-        throw py::value_error(name + " must be a writeable, aligned, C-contiguous array in native "
-                              "byte order (it is updated in place)");
+    constexpr int needed = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+                           py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    if ((a.flags() & needed) != needed || !native_byte_order(a)) {
+        throw py::value_error(item_name(name, index) + " must be a writeable, aligned, C-contiguous array in "
+                              "native byte order (it is updated in place)");
     }
     return a;
 }
@@ -614,7 +627,7 @@ template <class T>
 InPlaceList<T> in_place_list(const py::list& list, const std::string& name) {
     InPlaceList<T> out;
     for (std::size_t k = 0; k < list.size(); ++k) {
-        py::array a = in_place_array<T>(list[k], name + "[" + std::to_string(k) + "]");
+        py::array a = in_place_array<T>(list[k], name, long(k));
         out.ptrs.push_back(mut<T>(a));
         out.sizes.push_back(idx(a.size()));
         out.keep.push_back(a);
@@ -632,15 +645,14 @@ std::vector<const T*> read_list(const py::list& list, const std::string& name, c
     }
     std::vector<const T*> out;
     for (std::size_t k = 0; k < list.size(); ++k) {
-        const std::string item = name + "[" + std::to_string(k) + "]";
-        const py::array a = as_array(list[k], item);
+        const py::array a = as_array(list[k], item_name(name, long(k)));
         if (a.dtype().num() != py::dtype::of<T>().num()) {
-            throw py::type_error(item + " has dtype " + dtype_str(a) + " but " + like_name + "[" +
-                                 std::to_string(k) + "] has " + dtype_str(like.keep[k]));
+            throw py::type_error(item_name(name, long(k)) + " has dtype " + dtype_str(a) + " but " +
+                                 item_name(like_name, long(k)) + " has " + dtype_str(like.keep[k]));
         }
         if (shape_of(a) != shape_of(like.keep[k])) {
-            throw py::value_error(item + " has shape " + shape_str(shape_of(a)) + " but " + like_name + "[" +
-                                  std::to_string(k) + "] has shape " + shape_str(shape_of(like.keep[k])));
+            throw py::value_error(item_name(name, long(k)) + " has shape " + shape_str(shape_of(a)) + " but " +
+                                  item_name(like_name, long(k)) + " has shape " + shape_str(shape_of(like.keep[k])));
         }
         keep.push_back(FloatArgs::contiguous<T>(a));
         out.push_back(ptr<T>(keep.back()));

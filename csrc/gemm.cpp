@@ -41,9 +41,13 @@ idx round_up(idx n, idx m) { return (n + m - 1) / m * m; }
 
 // With few rows of A, packing B would cost as much as the product itself, so full panels
 // of a row-major B are read in place; only a ragged last panel is packed. Short K blocks
-// then keep the rows being read few enough for the TLB and the prefetchers.
+// then keep the rows being read few enough for the TLB and the prefetchers, unless B is
+// small enough to sit in L2, where one K block saves re-reading C at every block.
 constexpr idx DIRECT_MAX_ROWS = 32;
 constexpr idx DIRECT_KC = 16;
+constexpr idx DIRECT_SMALL_B = 16384;  // elements
+
+idx direct_kc(idx K, idx N) { return K * N <= DIRECT_SMALL_B ? std::min(K, KC) : DIRECT_KC; }
 
 template <class T>
 void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, idx ldc) {
@@ -150,8 +154,9 @@ void gemm_block(const Block& s, MatRef<T> A, const PackedB<T>& B, bool accumulat
     }
     T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
     const MatRef<T> src = B.source;
-    for (idx k0 = 0; k0 < K; k0 += DIRECT_KC) {
-        const idx kc = std::min(DIRECT_KC, K - k0);
+    const idx kc_max = direct_kc(K, N);
+    for (idx k0 = 0; k0 < K; k0 += kc_max) {
+        const idx kc = std::min(kc_max, K - k0);
         const bool acc = accumulate || k0 > 0;
         const idx full_end = std::min(p1, N / nr);
         if (src.cs == 1 && full_end > p0) {

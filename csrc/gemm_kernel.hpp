@@ -19,6 +19,7 @@ struct Kernel {
     static constexpr int W = V::W;
     static constexpr int NR = 2 * V::W;
     static constexpr int MR = V::MR;
+    static constexpr idx A_IN_PLACE_MAX = 4096;  // elements of an A block read in place
 
     static idx min_idx(idx a, idx b) { return a < b ? a : b; }
 
@@ -119,13 +120,15 @@ struct Kernel {
         }
     }
 
-    // One or two rows across WIDE panels at once. A tile of one panel would leave these
-    // rows only 2 or 4 independent FMA chains, too few to hide the FMA latency.
+    // One or two rows across up to WIDE panels at once (P of them). A tile of one panel
+    // would leave these rows only 2 or 4 independent FMA chains, too few to hide the FMA
+    // latency. The packed panels are zero-padded to NR columns, so an edge panel is
+    // computed whole and only its first columns are stored: C gets nv columns.
     static constexpr int WIDE = V::WIDE;
-    template <int M>
-    static void wide_tile(idx kc, const T* a, idx acs, const T* b, idx b_row, idx b_panel, T* c,
-                          idx ldc, bool accumulate) {
-        constexpr int U = 2 * WIDE;  // vectors per row
+    template <int M, int P>
+    static void wide_tile(idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row, idx b_panel,
+                          T* c, idx ldc, bool accumulate, idx nv) {
+        constexpr int U = 2 * P;  // vectors per row
         R acc[M][U];
         for (int r = 0; r < M; ++r) {
             for (int u = 0; u < U; ++u) acc[r][u] = V::zero();
@@ -135,14 +138,36 @@ struct Kernel {
             for (int u = 0; u < U; ++u) bv[u] = V::load(b + (u / 2) * b_panel + (u % 2) * W);
             b += b_row;
             for (int r = 0; r < M; ++r) {
-                const R ar = V::bcast(a[r + k * acs]);
+                const R ar = V::bcast(a[r * ars + k * acs]);
                 for (int u = 0; u < U; ++u) acc[r][u] = V::fma(ar, bv[u], acc[r][u]);
             }
         }
+        if (nv == U * W) {
+            for (int r = 0; r < M; ++r) {
+                for (int u = 0; u < U; ++u) {
+                    T* cu = c + r * ldc + u * W;
+                    V::store(cu, accumulate ? V::add(acc[r][u], V::load(cu)) : acc[r][u]);
+                }
+            }
+            return;
+        }
+        alignas(64) T out[U * W];
         for (int r = 0; r < M; ++r) {
-            for (int u = 0; u < U; ++u) {
-                T* cu = c + r * ldc + u * W;
-                V::store(cu, accumulate ? V::add(acc[r][u], V::load(cu)) : acc[r][u]);
+            for (int u = 0; u < U; ++u) V::store(out + u * W, acc[r][u]);
+            T* cr = c + r * ldc;
+            for (idx j = 0; j < nv; ++j) cr[j] = accumulate ? cr[j] + out[j] : out[j];
+        }
+    }
+
+    // wide_tile<M, P> for a run-time panel count `count` in 1..WIDE.
+    template <int M, int P = WIDE>
+    static void wide_tile_of(idx count, idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row,
+                             idx b_panel, T* c, idx ldc, bool accumulate, idx nv) {
+        if constexpr (P > 0) {
+            if (count == P) {
+                wide_tile<M, P>(kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
+            } else {
+                wide_tile_of<M, P - 1>(count, kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
             }
         }
     }
@@ -179,36 +204,42 @@ struct Kernel {
     static void compute(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* b0, idx b_row,
                         idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
                         T* a_tiles, bool a_ready) {
-        if (!a_ready) {
-            pack_a(A, i0, i1, k0, kc, a_tiles);
-        }
-        idx p = p0;
         const idx m = i1 - i0;
-        if (m <= 2) {
-            const idx full = N / NR;  // panels with all NR columns present
-            for (; p + WIDE <= p1 && p + WIDE <= full; p += WIDE) {
+        if (m <= 2) {  // A read in place; every panel in wide tiles, the edge one too
+            const T* a = A.p + i0 * A.rs + k0 * A.cs;
+            for (idx p = p0; p < p1; p += WIDE) {
+                const idx count = min_idx(WIDE, p1 - p);
+                const idx nv = min_idx(count * NR, N - p * NR);
                 const T* b = b0 + (p - p0) * b_panel;
                 T* c = C + i0 * ldc + p * NR;
                 if (m == 1) {
-                    wide_tile<1>(kc, a_tiles, MR, b, b_row, b_panel, c, ldc, accumulate);
+                    wide_tile_of<1>(count, kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
                 } else {
-                    wide_tile<2>(kc, a_tiles, MR, b, b_row, b_panel, c, ldc, accumulate);
+                    wide_tile_of<2>(count, kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
                 }
             }
+            return;
+        }
+        // A block of a row-major A small enough to stay in L1 is read in place: packing it
+        // would cost as much as the product.
+        const bool a_in_place = A.cs == 1 && m * kc <= A_IN_PLACE_MAX;
+        if (!a_ready && !a_in_place) {
+            pack_a(A, i0, i1, k0, kc, a_tiles);
         }
         // Each tile of A (MR x kc, broadcast operand) stays in L1 while the panels of B
         // (vector operand) stream past it from L2.
         const RowTiles tiles = row_tiles(m);
-        const T* a = a_tiles;
+        const T* a = a_in_place ? A.p + i0 * A.rs + k0 : a_tiles;
+        const idx ars = a_in_place ? A.rs : 1, acs = a_in_place ? 1 : MR;
         idx i = i0;
         for (idx t = 0; t < tiles.count; ++t) {
             const int mi = int(tiles.height(t));
-            for (idx q = p; q < p1; ++q) {
+            for (idx q = p0; q < p1; ++q) {
                 const idx j0 = q * NR;
-                tile_rows<MR>(mi, kc, a, 1, MR, b0 + (q - p0) * b_panel, b_row, C + i * ldc + j0, ldc,
+                tile_rows<MR>(mi, kc, a, ars, acs, b0 + (q - p0) * b_panel, b_row, C + i * ldc + j0, ldc,
                               accumulate, min_idx(NR, N - j0));
             }
-            a += kc * MR;
+            a += a_in_place ? mi * A.rs : kc * MR;
             i += mi;
         }
     }

@@ -149,12 +149,24 @@ double sum_of_squares(const std::vector<const T*>& a, const std::vector<idx>& n)
 }
 
 template <class T>
+FASTRNN_WIDEST void scale(T* p, idx i0, idx i1, T factor) {
+    for (idx i = i0; i < i1; ++i) p[i] *= factor;
+}
+
+template <class T>
+FASTRNN_WIDEST void clamp(T* p, idx i0, idx i1, T limit) {
+    for (idx i = i0; i < i1; ++i) {
+        // Comparisons with NaN are false, so NaN stays NaN, as with np.clip.
+        const T x = p[i];
+        p[i] = x < -limit ? -limit : (x > limit ? limit : x);
+    }
+}
+
+template <class T>
 void scale_all(const std::vector<T*>& a, const std::vector<idx>& n, T factor) {
     const idx total = total_of(n);
     run_elementwise(total, [&] {
-        for_my_pieces(n, total, [&](std::size_t k, idx i0, idx i1) {
-            for (idx i = i0; i < i1; ++i) a[k][i] *= factor;
-        });
+        for_my_pieces(n, total, [&](std::size_t k, idx i0, idx i1) { scale(a[k], i0, i1, factor); });
     });
 }
 
@@ -162,14 +174,7 @@ template <class T>
 void clamp_all(const std::vector<T*>& a, const std::vector<idx>& n, T limit) {
     const idx total = total_of(n);
     run_elementwise(total, [&] {
-        for_my_pieces(n, total, [&](std::size_t k, idx i0, idx i1) {
-            T* p = a[k];
-            for (idx i = i0; i < i1; ++i) {
-                // Comparisons with NaN are false, so NaN stays NaN, as with np.clip.
-                const T x = p[i];
-                p[i] = x < -limit ? -limit : (x > limit ? limit : x);
-            }
-        });
+        for_my_pieces(n, total, [&](std::size_t k, idx i0, idx i1) { clamp(a[k], i0, i1, limit); });
     });
 }
 
