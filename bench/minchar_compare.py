@@ -124,12 +124,10 @@ def run_fastrnn(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, An
     while time.perf_counter() - start < a.seconds:
         x, y = loader.next_batch("train")
         epoch_done = loader.position == 0
-        loss, grads, state = model.loss(x, y, state)  # mean over the 25 steps
-        for g in grads.values():                        # min-char-rnn sums them
-            g *= seq
+        loss, grads, state = model.loss(x, y, state, reduction="sum")  # as min-char-rnn
         clip_grad_value(grads, 5.0)
         opt.step(grads)
-        smooth_loss = smooth_loss * 0.999 + loss * seq * 0.001
+        smooth_loss = smooth_loss * 0.999 + loss * 0.001
         if epoch_done:
             state = None
         n += 1

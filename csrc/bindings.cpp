@@ -11,6 +11,7 @@
 
 #include "cells.hpp"
 #include "gemm.hpp"
+#include "language_model.hpp"
 #include "training.hpp"
 
 namespace py = pybind11;
@@ -860,6 +861,143 @@ void embedding_backward_entry(py::object ids, py::object dout_obj, py::object dW
     else run_embedding_backward<float>(ids, dout, dW);
 }
 
+// ---------------------------------------------------------------- language model
+
+// params and grads are flat lists in the order [E] + per layer [Wx, Wh, b(, bh)] + [Wy, by];
+// grads are written in place. Returns (loss sum, hT (L,N,H), cT (L,N,H) or None).
+template <class T>
+py::tuple run_language_model(const CellSpec& spec, Cell cell, const py::array& ids_raw, py::object targets_obj,
+                             const py::list& params, const py::list& grads, bool embedding, py::object h0_obj,
+                             py::object c0_obj, const py::list& masks, Activation act, bool reset_after,
+                             double row_scale, const FloatArgs& args) {
+    const idx per_layer = spec.has_bh ? 4 : 3;
+    const idx fixed = (embedding ? 1 : 0) + 2;
+    const idx count = idx(params.size());
+    if (count < fixed + per_layer || (count - fixed) % per_layer != 0) {
+        throw py::value_error("params must hold " + std::string(embedding ? "[E] + " : "") + "per layer [Wx, Wh, b" +
+                              (spec.has_bh ? ", bh" : "") + "] + [Wy, by], got " + std::to_string(count) + " arrays");
+    }
+    const idx L = (count - fixed) / per_layer;
+    std::vector<py::array> p;  // C-contiguous copies only where needed
+    for (idx k = 0; k < count; ++k) {
+        p.push_back(FloatArgs::contiguous<T>(args.take(params[std::size_t(k)], item_name("params", long(k)))));
+    }
+    const py::array& Wy = p[std::size_t(count - 2)];
+    if (Wy.ndim() != 2) {
+        throw py::value_error("Wy (params[-2]) must be 2-D (H, V), got shape " + shape_str(shape_of(Wy)));
+    }
+    const idx H = Wy.shape(0), V = Wy.shape(1), GH = spec.gates * H;
+    const std::string G = spec.gates == 1 ? "H" : std::to_string(spec.gates) + "*H";
+    idx E = 0;
+    if (embedding) {
+        if (p[0].ndim() != 2) throw py::value_error("E (params[0]) must be 2-D (V, E), got " + shape_str(shape_of(p[0])));
+        E = p[0].shape(1);
+        expect_shape(p[0], "E (params[0])", {V, E}, "(V, E)");
+    }
+    auto param_name = [&](idx k, const char* what) { return std::string(what) + " (params[" + std::to_string(k) + "])"; };
+    for (idx l = 0; l < L; ++l) {
+        const idx k = (embedding ? 1 : 0) + l * per_layer;
+        const idx D = l > 0 ? H : (embedding ? E : V);
+        expect_shape(p[std::size_t(k)], param_name(k, "Wx"), {D, GH}, "(D, " + G + ")");
+        expect_shape(p[std::size_t(k + 1)], param_name(k + 1, "Wh"), {H, GH}, "(H, " + G + ")");
+        expect_shape(p[std::size_t(k + 2)], param_name(k + 2, "b"), {GH}, "(" + G + ",)");
+        if (spec.has_bh) expect_shape(p[std::size_t(k + 3)], param_name(k + 3, "bh"), {GH}, "(" + G + ",)");
+    }
+    expect_shape(p[std::size_t(count - 1)], param_name(count - 1, "by"), {V}, "(V,)");
+
+    if (idx(grads.size()) != count) {
+        throw py::value_error("grads has " + std::to_string(grads.size()) + " arrays but params has " +
+                              std::to_string(count));
+    }
+    const InPlaceList<T> g = in_place_list<T>(grads, "grads");
+    for (idx k = 0; k < count; ++k) {
+        if (shape_of(g.keep[std::size_t(k)]) != shape_of(p[std::size_t(k)])) {
+            throw py::value_error(item_name("grads", long(k)) + " has shape " + shape_str(shape_of(g.keep[std::size_t(k)])) +
+                                  " but params[" + std::to_string(k) + "] has shape " + shape_str(shape_of(p[std::size_t(k)])));
+        }
+    }
+
+    if (ids_raw.ndim() != 2) throw py::value_error("ids must be 2-D (N, T), got shape " + shape_str(shape_of(ids_raw)));
+    const idx N = ids_raw.shape(0), Tn = ids_raw.shape(1);
+    const auto all = [](idx) { return true; };
+    const py::array_t<std::int64_t> ids = checked_ids(ids_raw, "ids", V, "", all);
+    const py::array targets_raw = as_array(targets_obj, "targets");
+    if (!is_int_dtype(targets_raw)) {
+        throw py::type_error("targets must be an integer array, got dtype " + dtype_str(targets_raw));
+    }
+    expect_shape(targets_raw, "targets", {N, Tn}, "(N, T)");
+    const py::array_t<std::int64_t> targets = checked_ids(targets_raw, "targets", V, "", all);
+
+    auto state = [&](py::object obj, const std::string& name) {
+        if (obj.is_none()) return py::array(zeros<T>({L, N, H}));
+        py::array a = FloatArgs::contiguous<T>(args.take(obj, name));
+        expect_shape(a, name, {L, N, H}, "(L, N, H)");
+        return a;
+    };
+    const py::array h0 = state(h0_obj, "h0");
+    const py::array c0 = spec.has_c ? state(c0_obj, "c0") : py::array();
+    if (!spec.has_c && !c0_obj.is_none()) throw py::value_error("c0 is only defined for the LSTM");
+    if (!masks.empty() && idx(masks.size()) != L - 1) {
+        throw py::value_error("masks must be empty or hold L - 1 = " + std::to_string(L - 1) + " arrays, got " +
+                              std::to_string(masks.size()));
+    }
+    std::vector<py::array> mk;
+    for (std::size_t k = 0; k < masks.size(); ++k) {
+        mk.push_back(FloatArgs::contiguous<T>(args.take(masks[k], item_name("masks", long(k)))));
+        expect_shape(mk.back(), item_name("masks", long(k)), {N, Tn, H}, "(N, T, H)");
+    }
+    py::array hT = empty<T>({L, N, H});
+    py::array cT = spec.has_c ? empty<T>({L, N, H}) : py::array();
+
+    LanguageModel<T> m{};
+    m.cell = cell, m.act = act, m.reset_after = reset_after;
+    m.N = N, m.steps = Tn, m.V = V, m.H = H, m.E = E;
+    m.ids = ids.data(), m.targets = targets.data();
+    m.embed = embedding ? ptr<T>(p[0]) : nullptr;
+    m.dembed = embedding ? g.ptrs[0] : nullptr;
+    for (idx l = 0; l < L; ++l) {
+        const std::size_t k = std::size_t((embedding ? 1 : 0) + l * per_layer);
+        LanguageModelLayer<T> layer{};
+        layer.Wx = ptr<T>(p[k]), layer.Wh = ptr<T>(p[k + 1]), layer.b = ptr<T>(p[k + 2]);
+        layer.bh = spec.has_bh ? ptr<T>(p[k + 3]) : nullptr;
+        layer.dWx = g.ptrs[k], layer.dWh = g.ptrs[k + 1], layer.db = g.ptrs[k + 2];
+        layer.dbh = spec.has_bh ? g.ptrs[k + 3] : nullptr;
+        layer.h0 = ptr<T>(h0) + l * N * H;
+        layer.c0 = spec.has_c ? ptr<T>(c0) + l * N * H : nullptr;
+        layer.mask = mk.empty() || l == L - 1 ? nullptr : ptr<T>(mk[std::size_t(l)]);
+        layer.hT = mut<T>(hT) + l * N * H;
+        layer.cT = spec.has_c ? mut<T>(cT) + l * N * H : nullptr;
+        m.layers.push_back(layer);
+    }
+    m.Wy = ptr<T>(Wy), m.by = ptr<T>(p[std::size_t(count - 1)]);
+    m.dWy = g.ptrs[std::size_t(count - 2)], m.dby = g.ptrs[std::size_t(count - 1)];
+    m.row_scale = T(row_scale);
+    double loss;
+    {
+        py::gil_scoped_release release;
+        loss = language_model_loss<T>(m);
+    }
+    return py::make_tuple(loss, hT, spec.has_c ? py::object(cT) : py::none());
+}
+
+py::tuple language_model_entry(const std::string& cell, py::object ids, py::object targets, const py::list& params,
+                               const py::list& grads, bool embedding, py::object h0, py::object c0,
+                               const py::list& masks, py::object nonlinearity, bool reset_after, double row_scale) {
+    const CellSpec spec = cell_spec(cell);
+    const Cell kind = spec.name == "rnn" ? Cell::rnn : spec.name == "lstm" ? Cell::lstm : Cell::gru;
+    if (params.empty()) throw py::value_error("params is empty");
+    const FloatArgs args(as_array(params[0], "params[0]"), "params[0]");
+    const py::array ids_raw = as_array(ids, "ids");
+    if (!is_int_dtype(ids_raw)) throw py::type_error("ids must be an integer array, got dtype " + dtype_str(ids_raw));
+    const Activation act = parse_nonlinearity(nonlinearity);
+    if (args.is_double()) {
+        return run_language_model<double>(spec, kind, ids_raw, targets, params, grads, embedding, h0, c0, masks, act,
+                                          reset_after, row_scale, args);
+    }
+    return run_language_model<float>(spec, kind, ids_raw, targets, params, grads, embedding, h0, c0, masks, act,
+                                     reset_after, row_scale, args);
+}
+
 Isa parse_isa(const std::string& name) {
     for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
         if (name == isa_name(isa)) return isa;
@@ -905,6 +1043,10 @@ PYBIND11_MODULE(_core, m) {
           "scores (M,V), targets (M,), mask (M,) bool or None -> (sum of masked losses, dscores)");
     m.def("embedding_backward", &embedding_backward_entry, py::arg("ids"), py::arg("dout"), py::arg("dW"),
           "dW[ids[m]] += dout[m] for m in order, in place; ids (M,), dout (M,D), dW (V,D).");
+    m.def("language_model_loss", &language_model_entry, py::arg("cell"), py::arg("ids"), py::arg("targets"),
+          py::arg("params"), py::arg("grads"), py::arg("embedding"), py::arg("h0"), py::arg("c0"), py::arg("masks"),
+          py::arg("nonlinearity"), py::arg("reset_after"), py::arg("row_scale"),
+          "A language model's loss sum and gradients (grads written in place) -> (loss, hT, cT or None).");
     m.def("get_num_threads", &num_threads, "Threads the kernels use.");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Sets the kernels' thread count; n <= 0 restores the default (OMP_NUM_THREADS or all cores).");

@@ -33,13 +33,12 @@ struct Kernel {
             const idx nv = min_idx(NR, N - j0);
             for (idx k = 0; k < kc; ++k) {
                 const T* src = B.p + (k0 + k) * B.rs + j0 * B.cs;
-                idx j = 0;
-                for (; j < nv; ++j) {
-                    dst[j] = src[j * B.cs];
+                if (B.cs == 1) {  // a row of the panel is one contiguous run
+                    std::copy(src, src + nv, dst);
+                } else {
+                    for (idx j = 0; j < nv; ++j) dst[j] = src[j * B.cs];
                 }
-                for (; j < NR; ++j) {
-                    dst[j] = T(0);
-                }
+                std::fill(dst + nv, dst + NR, T(0));
                 dst += NR;
             }
         }
@@ -66,9 +65,12 @@ struct Kernel {
     }
 
     // C (M x nv, row stride ldc) (+)= a (M x kc, strides ars/acs) * b (kc x NR, rows b_row apart).
-    template <int M>
-    static void tile(idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row, T* c, idx ldc,
+    // PACKED: a is a packed tile, whose strides 1 and MR are known at compile time, so the
+    // row broadcasts are fixed offsets from one pointer instead of M live index registers.
+    template <int M, bool PACKED>
+    static void tile(idx kc, const T* a, idx ars_in, idx acs_in, const T* b, idx b_row, T* c, idx ldc,
                      bool accumulate, idx nv) {
+        const idx ars = PACKED ? 1 : ars_in, acs = PACKED ? MR : acs_in;
         R lo[M], hi[M];
         for (int r = 0; r < M; ++r) {
             lo[r] = V::zero();
@@ -108,14 +110,14 @@ struct Kernel {
     }
 
     // Picks the tile height m (1..MR) at run time; only the last row block is short.
-    template <int M>
+    template <int M, bool PACKED>
     static void tile_rows(int m, idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row,
                           T* c, idx ldc, bool accumulate, idx nv) {
         if constexpr (M > 0) {
             if (m == M) {
-                tile<M>(kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
+                tile<M, PACKED>(kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
             } else {
-                tile_rows<M - 1>(m, kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
+                tile_rows<M - 1, PACKED>(m, kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
             }
         }
     }
@@ -236,8 +238,14 @@ struct Kernel {
             const int mi = int(tiles.height(t));
             for (idx q = p0; q < p1; ++q) {
                 const idx j0 = q * NR;
-                tile_rows<MR>(mi, kc, a, ars, acs, b0 + (q - p0) * b_panel, b_row, C + i * ldc + j0, ldc,
-                              accumulate, min_idx(NR, N - j0));
+                const T* b = b0 + (q - p0) * b_panel;
+                T* c = C + i * ldc + j0;
+                const idx nv = min_idx(NR, N - j0);
+                if (a_in_place) {
+                    tile_rows<MR, false>(mi, kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
+                } else {
+                    tile_rows<MR, true>(mi, kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
+                }
             }
             a += a_in_place ? mi * A.rs : kc * MR;
             i += mi;

@@ -4,6 +4,7 @@
 //   FASTRNN_BUILD_AVX2   with -mavx2 -mfma     -> namespace fastrnn::avx2
 //   neither, with the baseline flags            -> namespace fastrnn::generic
 // runtime.cpp hands out a SIMD build only after checking at run time that the CPU has it.
+#include <algorithm>
 #include <cstring>
 
 #include "isa.hpp"

@@ -119,7 +119,7 @@ def _float_array(name: str, value: Any, dtype: np.dtype, ndim: int, shape_doc: s
 
 def _int_array(name: str, value: Any, shape: Optional[Tuple[int, ...]], shape_doc: str) -> Array:
     arr = np.asarray(value)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+    if arr.dtype.kind not in "iu":  # signed or unsigned integers, not bool
         raise TypeError(f"{name} must be an integer array {shape_doc}, got dtype {arr.dtype}")
     if shape is not None and arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape_doc} = {shape}, got {arr.shape}")
@@ -129,9 +129,9 @@ def _int_array(name: str, value: Any, shape: Optional[Tuple[int, ...]], shape_do
 def _is_token_ids(x: Any) -> bool:
     """Whether x is an integer array: the ids of one-hot inputs."""
     dtype = getattr(x, "dtype", None)
-    if dtype is None:
+    if not isinstance(dtype, np.dtype):
         dtype = np.asarray(x).dtype
-    return dtype != np.bool_ and np.issubdtype(dtype, np.integer)
+    return dtype.kind in "iu"
 
 
 def _check_ids(name: str, ids: Array, vocab_size: int, where: Optional[Array] = None) -> None:
@@ -506,9 +506,7 @@ class _Recurrent(Layer):
             out = outs[0] if dirs == 1 else np.concatenate(outs, axis=2)
             mask = None
             if dropout and l < self.num_layers - 1:
-                keep_prob = 1.0 - self.dropout
-                draw = self.rng.random(out.shape, dtype=self.dtype)
-                mask = np.where(draw < keep_prob, self.dtype.type(1.0 / keep_prob), self.dtype.type(0))
+                mask = self._dropout_mask(out.shape)
                 out = out * mask
             masks.append(mask)
             layer_in = out
@@ -517,6 +515,13 @@ class _Recurrent(Layer):
             self._cache = {"caches": caches, "masks": masks, "rev": rev, "shape": (N, T, D)}
         out = layer_in if self.batch_first else layer_in.transpose(1, 0, 2)
         return out, self._pack_state(hT, cT)
+
+    def _dropout_mask(self, shape: Tuple[int, ...]) -> Array:
+        """An inverted-dropout mask drawn from :attr:`rng`: 1 / (1 - dropout) with
+        probability 1 - dropout, else 0."""
+        keep_prob = 1.0 - self.dropout
+        draw = self.rng.random(shape, dtype=self.dtype)
+        return np.where(draw < keep_prob, self.dtype.type(1.0 / keep_prob), self.dtype.type(0))
 
     def backward(self, dout: Any, dstate: Optional[State] = None) -> Tuple[Array, State]:
         """Backward of the last :meth:`forward`; adds the parameter gradients into

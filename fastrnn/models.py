@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from . import _core
 from . import functional as F
 from .layers import (
     GRU,
@@ -26,6 +27,7 @@ from .layers import (
     _positive_int,
     _rng,
     _bool,
+    _REDUCTIONS,
     temporal_softmax_loss,
 )
 
@@ -242,21 +244,47 @@ class CharRNN:
         return dstate0
 
     def loss(
-        self, inputs: Any, targets: Any, state: Optional[State] = None
+        self, inputs: Any, targets: Any, state: Optional[State] = None, reduction: str = "mean"
     ) -> Tuple[float, Dict[str, Array], State]:
-        """Mean cross-entropy per character (nats; bits per character = loss / ln 2).
+        """Cross-entropy of the next-character predictions, and its gradients.
 
         inputs, targets: (N, T) token ids; state: None (zeros) or the state carried from the
-        previous chunk (truncated BPTT). Returns (loss, grads, final_state): ``grads`` is
+        previous chunk (truncated BPTT). reduction: "mean" (default), the loss per
+        character in nats (bits per character = loss / ln 2); "sum", summed over all N*T
+        characters, as min-char-rnn's loss (torch's ``reduction="sum"``); "batchmean",
+        summed and divided by N (CS231n's). Returns (loss, grads, final_state): ``grads`` is
         ``self.grads``, zeroed and then filled by this call (the same arrays every call);
         ``final_state`` is a detached copy to pass as the next chunk's ``state``.
         """
-        scores, final = self.forward(inputs, state)
-        loss, dscores = temporal_softmax_loss(scores, targets, reduction="mean")
-        self.zero_grad()
-        self.backward(dscores)
-        detached = tuple(np.array(s) for s in final) if isinstance(final, tuple) else np.array(final)
-        return loss, self.grads, detached  # type: ignore[return-value]
+        # One compiled call runs forward, loss and backward (the kernels forward() and
+        # backward() run, in the same order), so a small model's step is not spent in
+        # Python. The layers keep no cache from it: call forward() to backpropagate by hand.
+        self._sync()
+        ids = self._ids("inputs", inputs, 2)
+        N, T = ids.shape
+        y = _int_array("targets", targets, (N, T), "(N, T)")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        denom = {"mean": N * T, "batchmean": N, "sum": 1}[reduction]
+        h0, c0 = self.rnn._split_state("state", state, N)
+        rnn = self.rnn
+        masks = (
+            [rnn._dropout_mask((N, T, self.hidden_size)) for _ in range(self.num_layers - 1)]
+            if rnn.training and rnn.dropout > 0
+            else []
+        )
+        params, grads = [], []  # [embed.W] + per layer [Wx, Wh, b(, bh)] + [head.W, head.b]
+        for prefix, layer in self._layers():
+            for key, p in layer.params.items():
+                g = layer._grad_slot(key)  # a gradient array the kernel can write in place
+                self.grads[f"{prefix}.{key}"] = g
+                params.append(p)
+                grads.append(g)
+        total, hT, cT = _core.language_model_loss(
+            self.cell, ids, y, params, grads, self.embed is not None,
+            h0, c0, masks, rnn.nonlinearity, rnn.reset_after, 1.0 / max(denom, 1),
+        )
+        return total / max(denom, 1), self.grads, (hT, cT) if self.cell == "lstm" else hT
 
     def step(self, token_ids: Any, state: Optional[State] = None) -> Tuple[Array, State]:
         """One timestep for sampling, without dropout and without touching the cache of
