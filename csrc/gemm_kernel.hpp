@@ -19,7 +19,6 @@ struct Kernel {
     static constexpr int W = V::W;
     static constexpr int NR = 2 * V::W;
     static constexpr int MR = V::MR;
-    static constexpr idx A_IN_PLACE_MAX = 4096;  // elements of an A block read in place
 
     static idx min_idx(idx a, idx b) { return a < b ? a : b; }
 
@@ -64,13 +63,13 @@ struct Kernel {
         }
     }
 
-    // C (M x nv, row stride ldc) (+)= a (M x kc, strides ars/acs) * b (kc x NR, rows b_row apart).
-    // PACKED: a is a packed tile, whose strides 1 and MR are known at compile time, so the
-    // row broadcasts are fixed offsets from one pointer instead of M live index registers.
+    // C (M x nv, row stride ldc) (+)= a (M x kc) * b (kc x NR, rows b_row apart), where a is
+    // a packed tile ([k][MR], PACKED) or M rows of a row-major A, lda apart. Both layouts
+    // are known at compile time, so the row broadcasts are fixed offsets from one or M
+    // pointers, not index arithmetic in the loop.
     template <int M, bool PACKED>
-    static void tile(idx kc, const T* a, idx ars_in, idx acs_in, const T* b, idx b_row, T* c, idx ldc,
-                     bool accumulate, idx nv) {
-        const idx ars = PACKED ? 1 : ars_in, acs = PACKED ? MR : acs_in;
+    static void tile(idx kc, const T* a, idx lda, const T* b, idx b_row, T* c, idx ldc, bool accumulate,
+                     idx nv) {
         R lo[M], hi[M];
         for (int r = 0; r < M; ++r) {
             lo[r] = V::zero();
@@ -81,7 +80,7 @@ struct Kernel {
             const R b1 = V::load(b + W);
             b += b_row;
             for (int r = 0; r < M; ++r) {
-                const R ar = V::bcast(a[r * ars + k * acs]);
+                const R ar = V::bcast(PACKED ? a[k * MR + r] : a[r * lda + k]);
                 lo[r] = V::fma(ar, b0, lo[r]);
                 hi[r] = V::fma(ar, b1, hi[r]);
             }
@@ -111,13 +110,13 @@ struct Kernel {
 
     // Picks the tile height m (1..MR) at run time; only the last row block is short.
     template <int M, bool PACKED>
-    static void tile_rows(int m, idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row,
-                          T* c, idx ldc, bool accumulate, idx nv) {
+    static void tile_rows(int m, idx kc, const T* a, idx lda, const T* b, idx b_row, T* c, idx ldc,
+                          bool accumulate, idx nv) {
         if constexpr (M > 0) {
             if (m == M) {
-                tile<M, PACKED>(kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
+                tile<M, PACKED>(kc, a, lda, b, b_row, c, ldc, accumulate, nv);
             } else {
-                tile_rows<M - 1, PACKED>(m, kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
+                tile_rows<M - 1, PACKED>(m, kc, a, lda, b, b_row, c, ldc, accumulate, nv);
             }
         }
     }
@@ -222,17 +221,16 @@ struct Kernel {
             }
             return;
         }
-        // A block of a row-major A small enough to stay in L1 is read in place: packing it
-        // would cost as much as the product.
-        const bool a_in_place = A.cs == 1 && m * kc <= A_IN_PLACE_MAX;
+        // Each tile of A (MR x kc, broadcast operand) stays in L1 while the panels of B
+        // (vector operand) stream past it from L2. A row-major A is read in place: its MR
+        // rows stay in L1 as well as a packed tile would, and packing them (in every thread
+        // that shares the rows) cost more than it saved. A transposed A is packed.
+        const bool a_in_place = A.cs == 1;
         if (!a_ready && !a_in_place) {
             pack_a(A, i0, i1, k0, kc, a_tiles);
         }
-        // Each tile of A (MR x kc, broadcast operand) stays in L1 while the panels of B
-        // (vector operand) stream past it from L2.
         const RowTiles tiles = row_tiles(m);
         const T* a = a_in_place ? A.p + i0 * A.rs + k0 : a_tiles;
-        const idx ars = a_in_place ? A.rs : 1, acs = a_in_place ? 1 : MR;
         idx i = i0;
         for (idx t = 0; t < tiles.count; ++t) {
             const int mi = int(tiles.height(t));
@@ -242,9 +240,9 @@ struct Kernel {
                 T* c = C + i * ldc + j0;
                 const idx nv = min_idx(NR, N - j0);
                 if (a_in_place) {
-                    tile_rows<MR, false>(mi, kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
+                    tile_rows<MR, false>(mi, kc, a, A.rs, b, b_row, c, ldc, accumulate, nv);
                 } else {
-                    tile_rows<MR, true>(mi, kc, a, ars, acs, b, b_row, c, ldc, accumulate, nv);
+                    tile_rows<MR, true>(mi, kc, a, 0, b, b_row, c, ldc, accumulate, nv);
                 }
             }
             a += a_in_place ? mi * A.rs : kc * MR;
