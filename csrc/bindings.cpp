@@ -890,11 +890,15 @@ py::tuple run_language_model(const CellSpec& spec, Cell cell, const py::array& i
     const std::string G = spec.gates == 1 ? "H" : std::to_string(spec.gates) + "*H";
     idx E = 0;
     if (embedding) {
-        if (p[0].ndim() != 2) throw py::value_error("E (params[0]) must be 2-D (V, E), got " + shape_str(shape_of(p[0])));
+        if (p[0].ndim() != 2) {
+            throw py::value_error("E (params[0]) must be 2-D (V, E), got " + shape_str(shape_of(p[0])));
+        }
         E = p[0].shape(1);
         expect_shape(p[0], "E (params[0])", {V, E}, "(V, E)");
     }
-    auto param_name = [&](idx k, const char* what) { return std::string(what) + " (params[" + std::to_string(k) + "])"; };
+    auto param_name = [](idx k, const char* what) {
+        return std::string(what) + " (params[" + std::to_string(k) + "])";
+    };
     for (idx l = 0; l < L; ++l) {
         const idx k = (embedding ? 1 : 0) + l * per_layer;
         const idx D = l > 0 ? H : (embedding ? E : V);
@@ -911,13 +915,16 @@ py::tuple run_language_model(const CellSpec& spec, Cell cell, const py::array& i
     }
     const InPlaceList<T> g = in_place_list<T>(grads, "grads");
     for (idx k = 0; k < count; ++k) {
-        if (shape_of(g.keep[std::size_t(k)]) != shape_of(p[std::size_t(k)])) {
-            throw py::value_error(item_name("grads", long(k)) + " has shape " + shape_str(shape_of(g.keep[std::size_t(k)])) +
-                                  " but params[" + std::to_string(k) + "] has shape " + shape_str(shape_of(p[std::size_t(k)])));
+        const std::vector<idx> want = shape_of(p[std::size_t(k)]), got = shape_of(g.keep[std::size_t(k)]);
+        if (got != want) {
+            throw py::value_error(item_name("grads", long(k)) + " has shape " + shape_str(got) + " but " +
+                                  item_name("params", long(k)) + " has shape " + shape_str(want));
         }
     }
 
-    if (ids_raw.ndim() != 2) throw py::value_error("ids must be 2-D (N, T), got shape " + shape_str(shape_of(ids_raw)));
+    if (ids_raw.ndim() != 2) {
+        throw py::value_error("ids must be 2-D (N, T), got shape " + shape_str(shape_of(ids_raw)));
+    }
     const idx N = ids_raw.shape(0), Tn = ids_raw.shape(1);
     const auto all = [](idx) { return true; };
     const py::array_t<std::int64_t> ids = checked_ids(ids_raw, "ids", V, "", all);

@@ -253,8 +253,8 @@ class CharRNN:
         character in nats (bits per character = loss / ln 2); "sum", summed over all N*T
         characters, as min-char-rnn's loss (torch's ``reduction="sum"``); "batchmean",
         summed and divided by N (CS231n's). Returns (loss, grads, final_state): ``grads`` is
-        ``self.grads``, zeroed and then filled by this call (the same arrays every call);
-        ``final_state`` is a detached copy to pass as the next chunk's ``state``.
+        ``self.grads``, overwritten by this call (the same arrays every call);
+        ``final_state`` is a new array (or (h, c)) to pass as the next chunk's ``state``.
         """
         # One compiled call runs forward, loss and backward (the kernels forward() and
         # backward() run, in the same order), so a small model's step is not spent in

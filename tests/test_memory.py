@@ -175,6 +175,29 @@ def test_matmul_does_not_grow_memory():
     check_no_growth("matmul (plain, strided, byte-swapped)", call, {"A": A, "B": B, "Bt": Bt, "A32": A32})
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_language_model_loss_does_not_grow_memory(cell):
+    """CharRNN.loss's one compiled call (embedding, two layers with dropout, head, softmax),
+    and the same call rejected late (targets out of range)."""
+    from fastrnn.models import CharRNN
+
+    model = CharRNN(20, H, num_layers=2, cell=cell, dropout=0.2, embedding_dim=D, seed=0)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(20, size=(N, T))
+    bad_targets = np.full((N, T), 20)
+
+    def call():
+        model.loss(ids, ids)
+        try:
+            model.loss(ids, bad_targets)
+        except ValueError:
+            pass
+        else:  # pragma: no cover
+            raise AssertionError("a bad call was accepted")
+
+    check_no_growth(f"{cell} CharRNN.loss (+ rejected)", call, {"ids": ids, "bad_targets": bad_targets})
+
+
 def test_rejected_calls_do_not_grow_memory():
     """Errors raised late, after the inputs were converted and arrays made: the dtype of
     the last array, a bad lengths value, a gradient of the wrong shape, a foreign cache."""
