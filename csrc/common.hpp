@@ -14,6 +14,17 @@
 #include <omp.h>
 #endif
 
+// An elementwise loop marked FASTRNN_WIDEST is also built for AVX2 and AVX-512 on x86-64
+// Linux, and the loader picks the widest the CPU has (the rest of the extension keeps the
+// baseline ISA). Files using it are compiled without FMA contraction, so every build of
+// such a loop rounds alike and gives the same bits.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define FASTRNN_WIDEST __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTRNN_WIDEST
+#endif
+
 namespace fastrnn {
 
 using idx = std::ptrdiff_t;  // 64-bit on every supported platform

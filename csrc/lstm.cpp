@@ -8,6 +8,57 @@
 
 namespace fastrnn {
 
+namespace {
+
+// The elementwise steps on one row's units [j0, j1); s is the row's workspace [i f o g c].
+
+// Gate pre-activations plus the bias.
+template <class T>
+FASTRNN_WIDEST void add_bias(idx H, idx j0, idx j1, T* __restrict s, const T* __restrict b) {
+    for (idx g = 0; g < 4; ++g) {
+        for (idx j = j0; j < j1; ++j) s[g * H + j] += b[g * H + j];
+    }
+}
+
+// c_t = f∘c_{t-1} + i∘g, into s's c slot and into h (which tanh then turns into tanh(c_t)).
+template <class T>
+FASTRNN_WIDEST void new_cell(idx H, idx j0, idx j1, T* __restrict s, const T* __restrict cprev, T* __restrict h) {
+    for (idx j = j0; j < j1; ++j) {
+        const T c = s[H + j] * cprev[j] + s[j] * s[3 * H + j];
+        s[4 * H + j] = c;
+        h[j] = c;
+    }
+}
+
+// h_t = o∘tanh(c_t), h holding tanh(c_t).
+template <class T>
+FASTRNN_WIDEST void times_output_gate(idx H, idx j0, idx j1, const T* __restrict s, T* __restrict h) {
+    for (idx j = j0; j < j1; ++j) h[j] *= s[2 * H + j];
+}
+
+// Backward of one step: from the gradient reaching h_t (dh_t, unless HAS_DH is false,
+// plus dnext) and c_t (dc), the gate gradients da (4H wide), and dc becomes the gradient
+// reaching c_{t-1}; tc holds tanh(c_t). dprev, the next product's output, is zeroed.
+// HAS_DH is a template argument so that the loop has no branch and vectorises.
+template <bool HAS_DH, class T>
+FASTRNN_WIDEST void gate_grads(idx H, idx j0, idx j1, const T* __restrict s, const T* __restrict cprev,
+                               const T* __restrict tc, const T* __restrict dh, const T* __restrict dnext,
+                               T* __restrict dc, T* __restrict da, T* __restrict dprev) {
+    for (idx j = j0; j < j1; ++j) {
+        const T i = s[j], f = s[H + j], o = s[2 * H + j], g = s[3 * H + j];
+        const T gh = HAS_DH ? dh[j] + dnext[j] : T(0) + dnext[j];
+        const T gc = dc[j] + gh * o * (T(1) - tc[j] * tc[j]);
+        da[j] = gc * g * i * (T(1) - i);
+        da[H + j] = gc * cprev[j] * f * (T(1) - f);
+        da[2 * H + j] = gh * tc[j] * o * (T(1) - o);
+        da[3 * H + j] = gc * i * (T(1) - g * g);
+        dc[j] = gc * f;
+        dprev[j] = T(0);
+    }
+}
+
+}  // namespace
+
 template <class T>
 void lstm_forward(const ForwardArgs<T>& a) {
     const Dims d = a.dims;
@@ -38,18 +89,12 @@ void lstm_forward(const ForwardArgs<T>& a) {
                 }
                 const T* cprev = t == 0 ? a.c0 + n * H : s - W + 4 * H;
                 const idx len = j1 - j0;
-                for (idx g = 0; g < 4; ++g) {
-                    for (idx j = j0; j < j1; ++j) s[g * H + j] += a.b[g * H + j];
-                }
+                add_bias(H, j0, j1, s, a.b);
                 for (idx g = 0; g < 3; ++g) simd.sigmoid(s + g * H + j0, len);  // i, f, o
                 simd.tanh(s + 3 * H + j0, len);                                  // g
-                for (idx j = j0; j < j1; ++j) {
-                    const T c = s[H + j] * cprev[j] + s[j] * s[3 * H + j];
-                    s[4 * H + j] = c;
-                    ht[j] = c;
-                }
+                new_cell(H, j0, j1, s, cprev, ht);
                 simd.tanh(ht + j0, len);
-                for (idx j = j0; j < j1; ++j) ht[j] *= s[2 * H + j];
+                times_output_gate(H, j0, j1, s, ht);
             });
             team_barrier();  // the next step's product needs every unit of h_t
         }
@@ -99,16 +144,12 @@ void lstm_backward(const BackwardArgs<T>& a) {
                 const T* cprev = t == 0 ? a.c0 + n * H : s - W + 4 * H;
                 std::copy(s + 4 * H + j0, s + 4 * H + j1, tc + j0);
                 simd.tanh(tc + j0, j1 - j0);
-                for (idx j = j0; j < j1; ++j) {
-                    const T i = s[j], f = s[H + j], o = s[2 * H + j], g = s[3 * H + j];
-                    const T gh = (a.dh ? a.dh[row * H + j] : T(0)) + dnext[n * H + j];
-                    const T gc = dc[n * H + j] + gh * o * (T(1) - tc[j] * tc[j]);
-                    da[j] = gc * g * i * (T(1) - i);
-                    da[H + j] = gc * cprev[j] * f * (T(1) - f);
-                    da[2 * H + j] = gh * tc[j] * o * (T(1) - o);
-                    da[3 * H + j] = gc * i * (T(1) - g * g);
-                    dc[n * H + j] = gc * f;
-                    dprev[n * H + j] = T(0);
+                // Offsets so that unit j of each is at [j], as for s and da.
+                if (a.dh != nullptr) {
+                    gate_grads<true>(H, j0, j1, s, cprev, tc, a.dh + row * H, dnext + n * H, dc + n * H, da,
+                                     dprev + n * H);
+                } else {
+                    gate_grads<false, T>(H, j0, j1, s, cprev, tc, nullptr, dnext + n * H, dc + n * H, da, dprev + n * H);
                 }
             });
             team_barrier();  // the product below needs every unit of dA_t

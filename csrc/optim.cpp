@@ -37,15 +37,9 @@ void for_my_pieces(const std::vector<idx>& n, idx total, F&& f) {
 }
 
 // Each rule below spells out the NumPy reference's operations in the same order, one
-// rounding per operation. On x86-64 Linux each is also built for AVX2 and AVX-512, and
-// the loader picks the widest the CPU has: sqrt and division dominate, and their vector
-// forms round exactly as the scalar ones, so every build gives the same bits.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define FASTRNN_WIDEST __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTRNN_WIDEST
-#endif
+// rounding per operation, built for the widest vectors the CPU has (FASTRNN_WIDEST):
+// sqrt and division dominate, and their vector forms round exactly as the scalar ones,
+// so every build gives the same bits.
 
 template <class T>
 FASTRNN_WIDEST void sgd(const UpdateRule& r, T* p, const T* g, T* buf, idx i0, idx i1) {
