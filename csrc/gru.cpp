@@ -21,6 +21,43 @@ void clear_units(T* s, T* ht, idx H, idx j0, idx j1) {
     }
 }
 
+// Backward of one step's gates on one row's units [j0, j1), s being the row's workspace
+// [r z n e]: from the gradient reaching h_t (dh_t, unless HAS_DH is false, plus dnext),
+// dAx's z and n slots (and r's with the reset after, where dAh differs from dAx only in
+// its n slot), and dprev = the gradient h_{t-1} gets directly. HAS_DH and RESET_AFTER
+// are template arguments so that the loop has no branch and vectorises.
+template <bool HAS_DH, bool RESET_AFTER, class T>
+FASTRNN_WIDEST void gate_grads(idx H, idx j0, idx j1, const T* __restrict s, const T* __restrict hprev,
+                               const T* __restrict dh, const T* __restrict dnext, T* __restrict dx3,
+                               T* __restrict dh3, T* __restrict dprev) {
+    for (idx j = j0; j < j1; ++j) {
+        const T r = s[j], z = s[H + j], nn = s[2 * H + j];
+        const T gh = HAS_DH ? dh[j] + dnext[j] : T(0) + dnext[j];
+        const T dan = gh * (T(1) - z) * (T(1) - nn * nn);
+        const T daz = gh * (hprev[j] - nn) * z * (T(1) - z);
+        dx3[H + j] = daz;
+        dx3[2 * H + j] = dan;
+        dprev[j] = gh * z;
+        if (RESET_AFTER) {
+            const T dar = dan * s[3 * H + j] * r * (T(1) - r);
+            dx3[j] = dar;
+            dh3[j] = dar;
+            dh3[H + j] = daz;
+            dh3[2 * H + j] = dan * r;
+        }
+    }
+}
+
+template <bool HAS_DH, class T>
+void gate_grads(bool reset_after, idx H, idx j0, idx j1, const T* s, const T* hprev, const T* dh,
+                const T* dnext, T* dx3, T* dh3, T* dprev) {
+    if (reset_after) {
+        gate_grads<HAS_DH, true, T>(H, j0, j1, s, hprev, dh, dnext, dx3, dh3, dprev);
+    } else {
+        gate_grads<HAS_DH, false, T>(H, j0, j1, s, hprev, dh, dnext, dx3, nullptr, dprev);
+    }
+}
+
 }  // namespace
 
 template <class T>
@@ -138,20 +175,12 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
                 }
                 const T* s = a.ws + row * W;
                 const T* hprev_n = hp.p + n * hp.rs;
-                for (idx j = j0; j < j1; ++j) {
-                    const T r = s[j], z = s[H + j], nn = s[2 * H + j];
-                    const T gh = (a.dh ? a.dh[row * H + j] : T(0)) + dnext[n * H + j];
-                    const T dan = gh * (T(1) - z) * (T(1) - nn * nn);
-                    dx3[H + j] = gh * (hprev_n[j] - nn) * z * (T(1) - z);
-                    dx3[2 * H + j] = dan;
-                    dprev[n * H + j] = gh * z;
-                    if (reset_after) {
-                        const T hn = s[3 * H + j];
-                        dx3[j] = dan * hn * r * (T(1) - r);
-                        dh3[j] = dx3[j];
-                        dh3[H + j] = dx3[H + j];
-                        dh3[2 * H + j] = dan * r;
-                    }
+                if (a.dh != nullptr) {
+                    gate_grads<true, T>(reset_after, H, j0, j1, s, hprev_n, a.dh + row * H, dnext + n * H, dx3, dh3,
+                                        dprev + n * H);
+                } else {
+                    gate_grads<false, T>(reset_after, H, j0, j1, s, hprev_n, nullptr, dnext + n * H, dx3, dh3,
+                                         dprev + n * H);
                 }
             });
             team_barrier();  // the products below need every unit of this step's gradients

@@ -18,6 +18,28 @@ T activation_backward(T g, T h, Activation act) {
     return h > T(0) ? g : T(0);
 }
 
+// dA of one row's units [j0, j1) at one step from the gradient reaching h_t (dh_t, unless
+// HAS_DH is false, plus dnext); dprev, the next product's output, is zeroed. The template
+// arguments keep the loop free of branches, so it vectorises.
+template <bool HAS_DH, Activation ACT, class T>
+FASTRNN_WIDEST void step_grads(idx j0, idx j1, const T* __restrict h, const T* __restrict dh,
+                               const T* __restrict dnext, T* __restrict da, T* __restrict dprev) {
+    for (idx j = j0; j < j1; ++j) {
+        const T g = HAS_DH ? dh[j] + dnext[j] : T(0) + dnext[j];
+        da[j] = activation_backward(g, h[j], ACT);
+        dprev[j] = T(0);
+    }
+}
+
+template <bool HAS_DH, class T>
+void step_grads(Activation act, idx j0, idx j1, const T* h, const T* dh, const T* dnext, T* da, T* dprev) {
+    if (act == Activation::tanh) {
+        step_grads<HAS_DH, Activation::tanh, T>(j0, j1, h, dh, dnext, da, dprev);
+    } else {
+        step_grads<HAS_DH, Activation::relu, T>(j0, j1, h, dh, dnext, da, dprev);
+    }
+}
+
 }  // namespace
 
 template <class T>
@@ -87,10 +109,10 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
                     return;
                 }
                 const T* ht = a.h + row * H;
-                for (idx j = j0; j < j1; ++j) {
-                    const T g = (a.dh ? a.dh[row * H + j] : T(0)) + dnext[n * H + j];
-                    da[j] = activation_backward(g, ht[j], act);
-                    dprev[n * H + j] = T(0);
+                if (a.dh != nullptr) {
+                    step_grads<true, T>(act, j0, j1, ht, a.dh + row * H, dnext + n * H, da, dprev + n * H);
+                } else {
+                    step_grads<false, T>(act, j0, j1, ht, nullptr, dnext + n * H, da, dprev + n * H);
                 }
             });
             team_barrier();  // the product below needs every unit of dA_t
