@@ -432,17 +432,31 @@ class AdamW(Adam):
 # ---------------------------------------------------------------- gradient clipping
 
 
-def _grad_list(grads: Grads, fname: str) -> List[np.ndarray]:
-    items = list(grads.items()) if isinstance(grads, Mapping) else list(enumerate(grads))
-    out = []
+def _in_place_ok(a: np.ndarray) -> bool:
+    """Whether the compiled kernels can update ``a`` in place: float32 or float64 in native
+    byte order, C-contiguous and aligned."""
+    flags = a.flags
+    return a.dtype in _FLOAT_DTYPES and flags.c_contiguous and flags.aligned
+
+
+def _grad_groups(grads: Grads, fname: str) -> Tuple[List[List[np.ndarray]], List[np.ndarray]]:
+    """Checks the gradients to clip in place (a dict or an iterable of writeable float
+    arrays), all before any is changed, and splits them as :func:`_compiled_groups` does:
+    same-dtype lists for the compiled kernels, and the rest for NumPy."""
+    items = grads.items() if isinstance(grads, Mapping) else enumerate(grads)
+    groups: Dict[np.dtype, List[np.ndarray]] = {}
+    rest = []
     for k, g in items:
         if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
             raise TypeError(f"{fname}: grads[{k!r}] must be a floating-point np.ndarray, got "
                             f"{type(g).__name__}{' of dtype ' + str(g.dtype) if isinstance(g, np.ndarray) else ''}")
         if not g.flags.writeable:
             raise ValueError(f"{fname}: grads[{k!r}] is read-only; it is clipped in place")
-        out.append(g)
-    return out
+        if _in_place_ok(g):
+            groups.setdefault(g.dtype, []).append(g)
+        else:
+            rest.append(g)
+    return list(groups.values()), rest
 
 
 def _compiled_groups(arrays: Mapping[Any, np.ndarray]) -> Tuple[List[List[Any]], List[Any]]:
@@ -451,7 +465,7 @@ def _compiled_groups(arrays: Mapping[Any, np.ndarray]) -> Tuple[List[List[Any]],
     groups: Dict[np.dtype, List[Any]] = {}
     rest = []
     for k, a in arrays.items():
-        if a.dtype in _FLOAT_DTYPES and a.flags.c_contiguous and a.flags.aligned:
+        if _in_place_ok(a):
             groups.setdefault(a.dtype, []).append(k)
         else:
             rest.append(k)
@@ -468,20 +482,19 @@ def clip_grad_norm(grads: Grads, max_norm: float) -> float:
     clipping. If that norm is NaN or infinite the gradients are left untouched and the
     norm is returned as is, so the caller can skip the step.
     """
-    gl = _grad_list(grads, "clip_grad_norm")
+    groups, rest = _grad_groups(grads, "clip_grad_norm")
     max_norm = _number("max_norm", max_norm, owner="clip_grad_norm")
-    groups, rest = _compiled_groups(dict(enumerate(gl)))
-    sq = sum(_core.sum_of_squares([gl[i] for i in group]) for group in groups)
-    sq += sum(float(np.sum(np.square(gl[i], dtype=np.float64))) for i in rest)
+    sq = sum(_core.sum_of_squares(group) for group in groups)
+    sq += sum(float(np.sum(np.square(g, dtype=np.float64))) for g in rest)
     total = math.sqrt(sq)
     if not math.isfinite(total):
         return total
     if total > max_norm:
         coef = max_norm / (total + 1e-6)
         for group in groups:
-            _core.scale_arrays([gl[i] for i in group], coef)
-        for i in rest:
-            gl[i] *= gl[i].dtype.type(coef)
+            _core.scale_arrays(group, coef)
+        for g in rest:
+            g *= g.dtype.type(coef)
     return total
 
 
@@ -489,14 +502,13 @@ def clip_grad_value(grads: Grads, clip: float) -> None:
     """Clip every gradient in place to ``[-clip, clip]``, as min-char-rnn's
     ``np.clip(dparam, -5, 5, out=dparam)`` (``torch.nn.utils.clip_grad_value_``).
     ``grads`` is a dict of arrays or an iterable of arrays. NaNs stay NaN."""
-    gl = _grad_list(grads, "clip_grad_value")
+    groups, rest = _grad_groups(grads, "clip_grad_value")
     clip = _number("clip", clip, owner="clip_grad_value")
-    groups, rest = _compiled_groups(dict(enumerate(gl)))
     for group in groups:
-        _core.clamp_arrays([gl[i] for i in group], clip)
-    for i in rest:
-        c = gl[i].dtype.type(clip)
-        np.clip(gl[i], -c, c, out=gl[i])
+        _core.clamp_arrays(group, clip)
+    for g in rest:
+        c = g.dtype.type(clip)
+        np.clip(g, -c, c, out=g)
 
 
 # ---------------------------------------------------------------- learning-rate schedules
