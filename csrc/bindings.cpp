@@ -923,11 +923,11 @@ py::tuple run_language_model(const CellSpec& spec, Cell cell, const py::array& i
     }
 
     if (ids_raw.ndim() != 2) {
-        throw py::value_error("ids must be 2-D (N, T), got shape " + shape_str(shape_of(ids_raw)));
+        throw py::value_error("inputs must be 2-D (N, T), got shape " + shape_str(shape_of(ids_raw)));
     }
     const idx N = ids_raw.shape(0), Tn = ids_raw.shape(1);
     const auto all = [](idx) { return true; };
-    const py::array_t<std::int64_t> ids = checked_ids(ids_raw, "ids", V, "", all);
+    const py::array_t<std::int64_t> ids = checked_ids(ids_raw, "inputs", V, "", all);
     const py::array targets_raw = as_array(targets_obj, "targets");
     if (!is_int_dtype(targets_raw)) {
         throw py::type_error("targets must be an integer array, got dtype " + dtype_str(targets_raw));
@@ -987,15 +987,17 @@ py::tuple run_language_model(const CellSpec& spec, Cell cell, const py::array& i
     return py::make_tuple(loss, hT, spec.has_c ? py::object(cT) : py::none());
 }
 
-py::tuple language_model_entry(const std::string& cell, py::object ids, py::object targets, const py::list& params,
+py::tuple language_model_entry(const std::string& cell, py::object inputs, py::object targets, const py::list& params,
                                const py::list& grads, bool embedding, py::object h0, py::object c0,
                                const py::list& masks, py::object nonlinearity, bool reset_after, double row_scale) {
     const CellSpec spec = cell_spec(cell);
     const Cell kind = spec.name == "rnn" ? Cell::rnn : spec.name == "lstm" ? Cell::lstm : Cell::gru;
     if (params.empty()) throw py::value_error("params is empty");
     const FloatArgs args(as_array(params[0], "params[0]"), "params[0]");
-    const py::array ids_raw = as_array(ids, "ids");
-    if (!is_int_dtype(ids_raw)) throw py::type_error("ids must be an integer array, got dtype " + dtype_str(ids_raw));
+    const py::array ids_raw = as_array(inputs, "inputs");
+    if (!is_int_dtype(ids_raw)) {
+        throw py::type_error("inputs must be an integer array, got dtype " + dtype_str(ids_raw));
+    }
     const Activation act = parse_nonlinearity(nonlinearity);
     if (args.is_double()) {
         return run_language_model<double>(spec, kind, ids_raw, targets, params, grads, embedding, h0, c0, masks, act,
@@ -1050,7 +1052,7 @@ PYBIND11_MODULE(_core, m) {
           "scores (M,V), targets (M,), mask (M,) bool or None -> (sum of masked losses, dscores)");
     m.def("embedding_backward", &embedding_backward_entry, py::arg("ids"), py::arg("dout"), py::arg("dW"),
           "dW[ids[m]] += dout[m] for m in order, in place; ids (M,), dout (M,D), dW (V,D).");
-    m.def("language_model_loss", &language_model_entry, py::arg("cell"), py::arg("ids"), py::arg("targets"),
+    m.def("language_model_loss", &language_model_entry, py::arg("cell"), py::arg("inputs"), py::arg("targets"),
           py::arg("params"), py::arg("grads"), py::arg("embedding"), py::arg("h0"), py::arg("c0"), py::arg("masks"),
           py::arg("nonlinearity"), py::arg("reset_after"), py::arg("row_scale"),
           "A language model's loss sum and gradients (grads written in place) -> (loss, hT, cT or None).");

@@ -260,7 +260,9 @@ class CharRNN:
         # backward() run, in the same order), so a small model's step is not spent in
         # Python. The layers keep no cache from it: call forward() to backpropagate by hand.
         self._sync()
-        ids = self._ids("inputs", inputs, 2)
+        ids = _int_array("inputs", inputs, None, "(N, T)")  # the kernel checks the ids' range
+        if ids.ndim != 2:
+            raise ValueError(f"inputs must have shape (N, T), got {ids.shape}")
         N, T = ids.shape
         y = _int_array("targets", targets, (N, T), "(N, T)")
         if reduction not in _REDUCTIONS:

@@ -120,7 +120,7 @@ def rnn_args(V=5, H=4, E=None, layers=1):
         a for l in range(layers) for a in (np.zeros((E or V) if l == 0 else H, f).reshape(-1, 1).repeat(H, 1),
                                            np.zeros((H, H), f), np.zeros(H, f))
     ] + [np.zeros((H, V), f), np.zeros(V, f)]
-    return dict(cell="rnn", ids=np.zeros((2, 3), np.int64), targets=np.zeros((2, 3), np.int64), params=params,
+    return dict(cell="rnn", inputs=np.zeros((2, 3), np.int64), targets=np.zeros((2, 3), np.int64), params=params,
                 grads=[np.zeros_like(p) for p in params], embedding=E is not None, h0=None, c0=None, masks=[],
                 nonlinearity="tanh", reset_after=True, row_scale=1.0)
 
@@ -142,8 +142,8 @@ def test_valid_arguments_run():
     [
         (dict(params=[]), ValueError, "params is empty"),
         (dict(cell="lstmx"), ValueError, "cell must be"),
-        (dict(ids=np.zeros((2, 3))), TypeError, "ids must be an integer array"),
-        (dict(ids=np.full((2, 3), 5)), ValueError, r"ids must lie in \[0, 5\), got ids\[0, 0\] = 5"),
+        (dict(inputs=np.zeros((2, 3))), TypeError, "inputs must be an integer array"),
+        (dict(inputs=np.full((2, 3), 5)), ValueError, r"inputs must lie in \[0, 5\), got inputs\[0, 0\] = 5"),
         (dict(targets=np.zeros((2, 4), np.int64)), ValueError, r"targets must have shape \(N, T\)"),
         (dict(targets=np.full((2, 3), -1)), ValueError, r"targets must lie in \[0, 5\)"),
         (dict(h0=np.zeros((1, 2, 5), np.float32)), ValueError, r"h0 must have shape \(L, N, H\)"),
