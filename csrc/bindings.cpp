@@ -175,16 +175,16 @@ py::array_t<std::int64_t> checked_ids(const py::array& raw, const std::string& n
 
 struct CellSpec {
     std::string name;
+    Cell cell;
     idx gates;      // G
-    idx ws_width;   // workspace width in units of H
     bool has_c;     // LSTM
     bool has_bh;    // GRU
 };
 
 CellSpec cell_spec(const std::string& cell) {
-    if (cell == "rnn") return {"rnn", 1, RNN_WS, false, false};
-    if (cell == "lstm") return {"lstm", 4, LSTM_WS, true, false};
-    if (cell == "gru") return {"gru", 3, GRU_WS, false, true};
+    if (cell == "rnn") return {"rnn", Cell::rnn, 1, false, false};
+    if (cell == "lstm") return {"lstm", Cell::lstm, 4, true, false};
+    if (cell == "gru") return {"gru", Cell::gru, 3, false, true};
     throw py::value_error("cell must be 'rnn', 'lstm' or 'gru', got '" + cell + "'");
 }
 
@@ -208,7 +208,7 @@ struct Cache {
     Dims dims{};
     py::array x, h0, c0, Wx, Wh, h;
     std::optional<py::array_t<std::int64_t>> ids;  // token ids given in place of x
-    // The gates and other per-step values backward needs: (N,T,ws_width*H) of the dtype,
+    // The gates and other per-step values backward needs: (N,T,workspace_width*H) of the dtype,
     // from the scratch pool, so a training loop reuses the previous step's pages.
     Buffer<unsigned char> ws;
     std::optional<py::array_t<std::int64_t>> lengths;
@@ -353,7 +353,7 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     py::array bhc = spec.has_bh ? py::array(FloatArgs::contiguous<T>(bh)) : py::array();
 
     cache->h = empty<T>({N, Tn, H});
-    cache->ws = Buffer<unsigned char>(checked_product({N, Tn, spec.ws_width * H, idx(sizeof(T))}));
+    cache->ws = Buffer<unsigned char>(checked_product({N, Tn, workspace_width(spec.cell) * H, idx(sizeof(T))}));
     py::array hT = empty<T>({N, H});
     py::array cT = spec.has_c ? empty<T>({N, H}) : py::array();
 
@@ -374,9 +374,7 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     a.cT = spec.has_c ? mut<T>(cT) : nullptr;
     {
         py::gil_scoped_release release;
-        if (spec.name == "rnn") rnn_forward(a, in.act);
-        else if (spec.name == "lstm") lstm_forward(a);
-        else gru_forward(a, in.reset_after);
+        cell_forward(CellKind{spec.cell, in.act, in.reset_after}, a);
     }
     // The caller gets its own h: changing it must not change what backward sees.
     py::array h = copy_of<T>(cache->h);
@@ -441,9 +439,7 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
     a.dbh = c.spec.has_bh ? mut<T>(dbh) : nullptr;
     {
         py::gil_scoped_release release;
-        if (c.spec.name == "rnn") rnn_backward(a, c.act);
-        else if (c.spec.name == "lstm") lstm_backward(a);
-        else gru_backward(a, c.reset_after);
+        cell_backward(CellKind{c.spec.cell, c.act, c.reset_after}, a);
     }
     auto opt = [](bool has, py::array& arr) { return has ? py::object(arr) : py::object(py::none()); };
     return py::make_tuple(opt(!with_ids, dx), dh0, opt(c.spec.has_c, dc0), dWx, dWh, db, opt(c.spec.has_bh, dbh));
@@ -866,7 +862,7 @@ void embedding_backward_entry(py::object ids, py::object dout_obj, py::object dW
 // params and grads are flat lists in the order [E] + per layer [Wx, Wh, b(, bh)] + [Wy, by];
 // grads are written in place. Returns (loss sum, hT (L,N,H), cT (L,N,H) or None).
 template <class T>
-py::tuple run_language_model(const CellSpec& spec, Cell cell, const py::array& ids_raw, py::object targets_obj,
+py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py::object targets_obj,
                              const py::list& params, const py::list& grads, bool embedding, py::object h0_obj,
                              py::object c0_obj, const py::list& masks, Activation act, bool reset_after,
                              double row_scale, const FloatArgs& args) {
@@ -957,7 +953,7 @@ py::tuple run_language_model(const CellSpec& spec, Cell cell, const py::array& i
     py::array cT = spec.has_c ? empty<T>({L, N, H}) : py::array();
 
     LanguageModel<T> m{};
-    m.cell = cell, m.act = act, m.reset_after = reset_after;
+    m.kind = CellKind{spec.cell, act, reset_after};
     m.N = N, m.steps = Tn, m.V = V, m.H = H, m.E = E;
     m.ids = ids.data(), m.targets = targets.data();
     m.embed = embedding ? ptr<T>(p[0]) : nullptr;
@@ -991,7 +987,6 @@ py::tuple language_model_entry(const std::string& cell, py::object inputs, py::o
                                const py::list& grads, bool embedding, py::object h0, py::object c0,
                                const py::list& masks, py::object nonlinearity, bool reset_after, double row_scale) {
     const CellSpec spec = cell_spec(cell);
-    const Cell kind = spec.name == "rnn" ? Cell::rnn : spec.name == "lstm" ? Cell::lstm : Cell::gru;
     if (params.empty()) throw py::value_error("params is empty");
     const FloatArgs args(as_array(params[0], "params[0]"), "params[0]");
     const py::array ids_raw = as_array(inputs, "inputs");
@@ -1000,10 +995,10 @@ py::tuple language_model_entry(const std::string& cell, py::object inputs, py::o
     }
     const Activation act = parse_nonlinearity(nonlinearity);
     if (args.is_double()) {
-        return run_language_model<double>(spec, kind, ids_raw, targets, params, grads, embedding, h0, c0, masks, act,
+        return run_language_model<double>(spec, ids_raw, targets, params, grads, embedding, h0, c0, masks, act,
                                           reset_after, row_scale, args);
     }
-    return run_language_model<float>(spec, kind, ids_raw, targets, params, grads, embedding, h0, c0, masks, act,
+    return run_language_model<float>(spec, ids_raw, targets, params, grads, embedding, h0, c0, masks, act,
                                      reset_after, row_scale, args);
 }
 

@@ -16,11 +16,25 @@ struct Dims {
 
 enum class Activation { tanh, relu };
 
+enum class Cell { rnn, lstm, gru };
+
+// A cell chosen at run time, with its one option: the RNN's activation, or whether the
+// GRU resets after the recurrent product.
+struct CellKind {
+    Cell cell;
+    Activation act = Activation::tanh;
+    bool reset_after = true;
+};
+
 // What the forward pass of each cell keeps for backward, per (n, t), in units of H.
 //   RNN:  nothing beyond h
 //   LSTM: i, f, o, g (activated), c
 //   GRU:  r, z, n (activated), and h·Wh_n + bh_n (reset after) or r∘h (reset before)
 constexpr idx RNN_WS = 0, LSTM_WS = 5, GRU_WS = 4;
+
+inline idx workspace_width(Cell cell) {
+    return cell == Cell::lstm ? LSTM_WS : cell == Cell::gru ? GRU_WS : RNN_WS;
+}
 
 template <class T>
 struct ForwardArgs {
@@ -81,5 +95,23 @@ template <class T>
 void gru_forward(const ForwardArgs<T>& a, bool reset_after);
 template <class T>
 void gru_backward(const BackwardArgs<T>& a, bool reset_after);
+
+// The kernel of the cell `k` names.
+template <class T>
+void cell_forward(const CellKind& k, const ForwardArgs<T>& a) {
+    switch (k.cell) {
+        case Cell::rnn: rnn_forward(a, k.act); break;
+        case Cell::lstm: lstm_forward(a); break;
+        case Cell::gru: gru_forward(a, k.reset_after); break;
+    }
+}
+template <class T>
+void cell_backward(const CellKind& k, const BackwardArgs<T>& a) {
+    switch (k.cell) {
+        case Cell::rnn: rnn_backward(a, k.act); break;
+        case Cell::lstm: lstm_backward(a); break;
+        case Cell::gru: gru_backward(a, k.reset_after); break;
+    }
+}
 
 }  // namespace fastrnn

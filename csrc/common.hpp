@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -171,6 +172,17 @@ void run_team_or_inline(int threads, F&& body) {
         body();
     } else {
         run_team(threads, body);
+    }
+}
+
+// f(std::true_type{}) or f(std::false_type{}): a run-time flag handed to code that needs
+// it as a compile-time constant, so that an elementwise loop has no branch and vectorises.
+template <class F>
+void with_flag(bool flag, F&& f) {
+    if (flag) {
+        f(std::true_type{});
+    } else {
+        f(std::false_type{});
     }
 }
 

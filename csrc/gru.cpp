@@ -24,8 +24,7 @@ void clear_units(T* s, T* ht, idx H, idx j0, idx j1) {
 // Backward of one step's gates on one row's units [j0, j1), s being the row's workspace
 // [r z n e]: from the gradient reaching h_t (dh_t, unless HAS_DH is false, plus dnext),
 // dAx's z and n slots (and r's with the reset after, where dAh differs from dAx only in
-// its n slot), and dprev = the gradient h_{t-1} gets directly. HAS_DH and RESET_AFTER
-// are template arguments so that the loop has no branch and vectorises.
+// its n slot; null before), and dprev = the gradient h_{t-1} gets directly.
 template <bool HAS_DH, bool RESET_AFTER, class T>
 FASTRNN_WIDEST void gate_grads(idx H, idx j0, idx j1, const T* __restrict s, const T* __restrict hprev,
                                const T* __restrict dh, const T* __restrict dnext, T* __restrict dx3,
@@ -45,16 +44,6 @@ FASTRNN_WIDEST void gate_grads(idx H, idx j0, idx j1, const T* __restrict s, con
             dh3[H + j] = daz;
             dh3[2 * H + j] = dan * r;
         }
-    }
-}
-
-template <bool HAS_DH, class T>
-void gate_grads(bool reset_after, idx H, idx j0, idx j1, const T* s, const T* hprev, const T* dh,
-                const T* dnext, T* dx3, T* dh3, T* dprev) {
-    if (reset_after) {
-        gate_grads<HAS_DH, true, T>(H, j0, j1, s, hprev, dh, dnext, dx3, dh3, dprev);
-    } else {
-        gate_grads<HAS_DH, false, T>(H, j0, j1, s, hprev, dh, dnext, dx3, nullptr, dprev);
     }
 }
 
@@ -175,13 +164,13 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
                 }
                 const T* s = a.ws + row * W;
                 const T* hprev_n = hp.p + n * hp.rs;
-                if (a.dh != nullptr) {
-                    gate_grads<true, T>(reset_after, H, j0, j1, s, hprev_n, a.dh + row * H, dnext + n * H, dx3, dh3,
-                                        dprev + n * H);
-                } else {
-                    gate_grads<false, T>(reset_after, H, j0, j1, s, hprev_n, nullptr, dnext + n * H, dx3, dh3,
-                                         dprev + n * H);
-                }
+                with_flag(a.dh != nullptr, [&](auto has_dh) {
+                    with_flag(reset_after, [&](auto after) {
+                        gate_grads<decltype(has_dh)::value, decltype(after)::value, T>(
+                            H, j0, j1, s, hprev_n, has_dh ? a.dh + row * H : nullptr, dnext + n * H, dx3,
+                            after ? dh3 : nullptr, dprev + n * H);
+                    });
+                });
             });
             team_barrier();  // the products below need every unit of this step's gradients
             if (!reset_after) {

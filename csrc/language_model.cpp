@@ -10,30 +10,6 @@
 
 namespace fastrnn {
 
-namespace {
-
-idx workspace_width(Cell cell) { return cell == Cell::lstm ? LSTM_WS : cell == Cell::gru ? GRU_WS : RNN_WS; }
-
-template <class T>
-void cell_forward(const LanguageModel<T>& m, const ForwardArgs<T>& a) {
-    switch (m.cell) {
-        case Cell::rnn: rnn_forward(a, m.act); break;
-        case Cell::lstm: lstm_forward(a); break;
-        case Cell::gru: gru_forward(a, m.reset_after); break;
-    }
-}
-
-template <class T>
-void cell_backward(const LanguageModel<T>& m, const BackwardArgs<T>& a) {
-    switch (m.cell) {
-        case Cell::rnn: rnn_backward(a, m.act); break;
-        case Cell::lstm: lstm_backward(a); break;
-        case Cell::gru: gru_backward(a, m.reset_after); break;
-    }
-}
-
-}  // namespace
-
 template <class T>
 double language_model_loss(const LanguageModel<T>& m) {
     const idx L = idx(m.layers.size()), rows = m.N * m.steps, H = m.H, V = m.V;
@@ -55,14 +31,14 @@ double language_model_loss(const LanguageModel<T>& m) {
     for (idx l = 0; l < L; ++l) {
         const LanguageModelLayer<T>& p = m.layers[std::size_t(l)];
         h.emplace_back(rows * H);
-        ws.emplace_back(rows * workspace_width(m.cell) * H);
+        ws.emplace_back(rows * workspace_width(m.kind.cell) * H);
         ForwardArgs<T> f{};
         f.dims = {m.N, m.steps, l == 0 ? D0 : H, H};
         f.x = x[std::size_t(l)];
         f.ids = (l == 0 && one_hot) ? m.ids : nullptr;
         f.h0 = p.h0, f.c0 = p.c0, f.Wx = p.Wx, f.Wh = p.Wh, f.b = p.b, f.bh = p.bh;
         f.h = h.back().data(), f.ws = ws.back().data(), f.hT = p.hT, f.cT = p.cT;
-        cell_forward(m, f);
+        cell_forward(m.kind, f);
         if (p.mask != nullptr) {
             masked.emplace_back(rows * H);
             const T* in = h.back().data();
@@ -110,9 +86,9 @@ double language_model_loss(const LanguageModel<T>& m) {
         b.h = h[std::size_t(l)].data(), b.ws = ws[std::size_t(l)].data();
         b.dh = dh.data();
         b.dx = wants_dx ? dx.data() : nullptr;
-        b.dh0 = dh0.data(), b.dc0 = m.cell == Cell::lstm ? dc0.data() : nullptr;
+        b.dh0 = dh0.data(), b.dc0 = m.kind.cell == Cell::lstm ? dc0.data() : nullptr;
         b.dWx = p.dWx, b.dWh = p.dWh, b.db = p.db, b.dbh = p.dbh;
-        cell_backward(m, b);
+        cell_backward(m.kind, b);
         std::swap(dh, dx);
     }
     if (!one_hot) {  // dh now holds the gradient reaching the embedded rows (N,T,E)

@@ -13,8 +13,6 @@
 
 namespace fastrnn {
 
-enum class Cell { rnn, lstm, gru };
-
 template <class T>
 struct LanguageModelLayer {
     const T *Wx, *Wh, *b, *bh;  // (D_l,G*H), (H,G*H), (G*H,), (G*H,) (GRU only)
@@ -26,9 +24,7 @@ struct LanguageModelLayer {
 
 template <class T>
 struct LanguageModel {
-    Cell cell;
-    Activation act;    // RNN
-    bool reset_after;  // GRU
+    CellKind kind;
     idx N, steps, V, H, E;             // steps = T; E = 0: one-hot inputs (layer 0 reads rows of Wx)
     const std::int64_t* ids;           // (N,T) in [0, V)
     const std::int64_t* targets;       // (N,T) in [0, V)

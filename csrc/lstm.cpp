@@ -39,7 +39,6 @@ FASTRNN_WIDEST void times_output_gate(idx H, idx j0, idx j1, const T* __restrict
 // Backward of one step: from the gradient reaching h_t (dh_t, unless HAS_DH is false,
 // plus dnext) and c_t (dc), the gate gradients da (4H wide), and dc becomes the gradient
 // reaching c_{t-1}; tc holds tanh(c_t). dprev, the next product's output, is zeroed.
-// HAS_DH is a template argument so that the loop has no branch and vectorises.
 template <bool HAS_DH, class T>
 FASTRNN_WIDEST void gate_grads(idx H, idx j0, idx j1, const T* __restrict s, const T* __restrict cprev,
                                const T* __restrict tc, const T* __restrict dh, const T* __restrict dnext,
@@ -145,12 +144,10 @@ void lstm_backward(const BackwardArgs<T>& a) {
                 std::copy(s + 4 * H + j0, s + 4 * H + j1, tc + j0);
                 simd.tanh(tc + j0, j1 - j0);
                 // Offsets so that unit j of each is at [j], as for s and da.
-                if (a.dh != nullptr) {
-                    gate_grads<true>(H, j0, j1, s, cprev, tc, a.dh + row * H, dnext + n * H, dc + n * H, da,
-                                     dprev + n * H);
-                } else {
-                    gate_grads<false, T>(H, j0, j1, s, cprev, tc, nullptr, dnext + n * H, dc + n * H, da, dprev + n * H);
-                }
+                with_flag(a.dh != nullptr, [&](auto has_dh) {
+                    gate_grads<decltype(has_dh)::value, T>(H, j0, j1, s, cprev, tc, has_dh ? a.dh + row * H : nullptr,
+                                                           dnext + n * H, dc + n * H, da, dprev + n * H);
+                });
             });
             team_barrier();  // the product below needs every unit of dA_t
             gemm_block(mine, step_block<T>(dA.data(), d, 4 * H, t), WhT, true, dprev, H);

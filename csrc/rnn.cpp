@@ -19,8 +19,7 @@ T activation_backward(T g, T h, Activation act) {
 }
 
 // dA of one row's units [j0, j1) at one step from the gradient reaching h_t (dh_t, unless
-// HAS_DH is false, plus dnext); dprev, the next product's output, is zeroed. The template
-// arguments keep the loop free of branches, so it vectorises.
+// HAS_DH is false, plus dnext); dprev, the next product's output, is zeroed.
 template <bool HAS_DH, Activation ACT, class T>
 FASTRNN_WIDEST void step_grads(idx j0, idx j1, const T* __restrict h, const T* __restrict dh,
                                const T* __restrict dnext, T* __restrict da, T* __restrict dprev) {
@@ -28,15 +27,6 @@ FASTRNN_WIDEST void step_grads(idx j0, idx j1, const T* __restrict h, const T* _
         const T g = HAS_DH ? dh[j] + dnext[j] : T(0) + dnext[j];
         da[j] = activation_backward(g, h[j], ACT);
         dprev[j] = T(0);
-    }
-}
-
-template <bool HAS_DH, class T>
-void step_grads(Activation act, idx j0, idx j1, const T* h, const T* dh, const T* dnext, T* da, T* dprev) {
-    if (act == Activation::tanh) {
-        step_grads<HAS_DH, Activation::tanh, T>(j0, j1, h, dh, dnext, da, dprev);
-    } else {
-        step_grads<HAS_DH, Activation::relu, T>(j0, j1, h, dh, dnext, da, dprev);
     }
 }
 
@@ -109,11 +99,13 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
                     return;
                 }
                 const T* ht = a.h + row * H;
-                if (a.dh != nullptr) {
-                    step_grads<true, T>(act, j0, j1, ht, a.dh + row * H, dnext + n * H, da, dprev + n * H);
-                } else {
-                    step_grads<false, T>(act, j0, j1, ht, nullptr, dnext + n * H, da, dprev + n * H);
-                }
+                with_flag(a.dh != nullptr, [&](auto has_dh) {
+                    with_flag(act == Activation::tanh, [&](auto is_tanh) {
+                        constexpr Activation ACT = decltype(is_tanh)::value ? Activation::tanh : Activation::relu;
+                        step_grads<decltype(has_dh)::value, ACT, T>(j0, j1, ht, has_dh ? a.dh + row * H : nullptr,
+                                                                    dnext + n * H, da, dprev + n * H);
+                    });
+                });
             });
             team_barrier();  // the product below needs every unit of dA_t
             gemm_block(mine, step_block<T>(dA.data(), d, H, t), WhT, true, dprev, H);
