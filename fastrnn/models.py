@@ -267,7 +267,7 @@ class CharRNN:
         y = _int_array("targets", targets, (N, T), "(N, T)")
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        denom = {"mean": N * T, "batchmean": N, "sum": 1}[reduction]
+        denom = max({"mean": N * T, "batchmean": N, "sum": 1}[reduction], 1)  # 1 when N*T is 0
         h0, c0 = self.rnn._split_state("state", state, N)
         rnn = self.rnn
         masks = (
@@ -284,9 +284,9 @@ class CharRNN:
                 grads.append(g)
         total, hT, cT = _core.language_model_loss(
             self.cell, ids, y, params, grads, self.embed is not None,
-            h0, c0, masks, rnn.nonlinearity, rnn.reset_after, 1.0 / max(denom, 1),
+            h0, c0, masks, rnn.nonlinearity, rnn.reset_after, 1.0 / denom,
         )
-        return total / max(denom, 1), self.grads, (hT, cT) if self.cell == "lstm" else hT
+        return total / denom, self.grads, (hT, cT) if self.cell == "lstm" else hT
 
     def step(self, token_ids: Any, state: Optional[State] = None) -> Tuple[Array, State]:
         """One timestep for sampling, without dropout and without touching the cache of
