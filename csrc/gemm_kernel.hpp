@@ -121,15 +121,16 @@ struct Kernel {
         }
     }
 
-    // One or two rows across up to WIDE panels at once (P of them). A tile of one panel
-    // would leave these rows only 2 or 4 independent FMA chains, too few to hide the FMA
-    // latency. The packed panels are zero-padded to NR columns, so an edge panel is
-    // computed whole and only its first columns are stored: C gets nv columns.
+    // One or two rows across up to WIDE panels at once: U vectors of W columns, two per
+    // panel. A tile of one panel would leave these rows only 2 or 4 independent FMA
+    // chains, too few to hide the FMA latency. U counts only the vectors that hold real
+    // columns, so the zero padding of a ragged last panel is never loaded: a 100-wide B
+    // then streams 7 vectors per row, not 8, and a 100 x 100 one fits in L1. C gets nv
+    // columns.
     static constexpr int WIDE = V::WIDE;
-    template <int M, int P>
+    template <int M, int U>
     static void wide_tile(idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row, idx b_panel,
                           T* c, idx ldc, bool accumulate, idx nv) {
-        constexpr int U = 2 * P;  // vectors per row
         R acc[M][U];
         for (int r = 0; r < M; ++r) {
             for (int u = 0; u < U; ++u) acc[r][u] = V::zero();
@@ -160,15 +161,15 @@ struct Kernel {
         }
     }
 
-    // wide_tile<M, P> for a run-time panel count `count` in 1..WIDE.
-    template <int M, int P = WIDE>
-    static void wide_tile_of(idx count, idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row,
-                             idx b_panel, T* c, idx ldc, bool accumulate, idx nv) {
-        if constexpr (P > 0) {
-            if (count == P) {
-                wide_tile<M, P>(kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
+    // wide_tile<M, U> for the run-time vector count ceil(nv / W), nv in 1..WIDE * NR.
+    template <int M, int U = 2 * WIDE>
+    static void wide_tile_of(idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row, idx b_panel,
+                             T* c, idx ldc, bool accumulate, idx nv) {
+        if constexpr (U > 0) {
+            if (nv > (U - 1) * W) {
+                wide_tile<M, U>(kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
             } else {
-                wide_tile_of<M, P - 1>(count, kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
+                wide_tile_of<M, U - 1>(kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
             }
         }
     }
@@ -214,9 +215,9 @@ struct Kernel {
                 const T* b = b0 + (p - p0) * b_panel;
                 T* c = C + i0 * ldc + p * NR;
                 if (m == 1) {
-                    wide_tile_of<1>(count, kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
+                    wide_tile_of<1>(kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
                 } else {
-                    wide_tile_of<2>(count, kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
+                    wide_tile_of<2>(kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
                 }
             }
             return;
