@@ -43,20 +43,26 @@ struct Kernel {
         }
     }
 
-    // pack() for a B whose columns are contiguous (Wᵀ of a row-major W): each column is read
-    // as one stream and written down the panel, instead of gathering a row of the panel
-    // from NR columns one element at a time.
+    // pack() for a B whose columns are contiguous (Wᵀ of a row-major W). W columns at a
+    // time, W of their elements are loaded as W vectors and transposed in registers into
+    // W rows of the panel: whole-vector loads and stores in place of one scattered store
+    // per element. Columns past N are zero vectors; the last kc % W rows go one by one.
     static void pack_transposed(MatRef<T> B, idx N, idx k0, idx kc, idx p0, idx p1, T* dst) {
         for (idx p = p0; p < p1; ++p) {
-            const idx j0 = p * NR;
-            const idx nv = min_idx(NR, N - j0);
-            for (idx j = 0; j < NR; ++j) {
-                T* out = dst + j;
-                if (j < nv) {
-                    const T* col = B.p + k0 + (j0 + j) * B.cs;
-                    for (idx k = 0; k < kc; ++k) out[k * NR] = col[k];
-                } else {
-                    for (idx k = 0; k < kc; ++k) out[k * NR] = T(0);
+            for (idx half = 0; half < 2; ++half) {
+                const idx j0 = p * NR + half * W;
+                const idx cols = N - j0 < 0 ? 0 : min_idx(W, N - j0);
+                const T* src = B.p + k0 + j0 * B.cs;  // column j0 + c at src + c * cs
+                T* out = dst + half * W;              // row k of this half at out + k * NR
+                idx k = 0;
+                for (; k + W <= kc; k += W) {
+                    R r[W];
+                    for (int c = 0; c < W; ++c) r[c] = c < cols ? V::load(src + c * B.cs + k) : V::zero();
+                    V::transpose(r);
+                    for (int c = 0; c < W; ++c) V::store(out + (k + c) * NR, r[c]);
+                }
+                for (; k < kc; ++k) {
+                    for (idx c = 0; c < W; ++c) out[k * NR + c] = c < cols ? src[c * B.cs + k] : T(0);
                 }
             }
             dst += kc * NR;

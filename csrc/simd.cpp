@@ -51,6 +51,31 @@ struct F32 {
         return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 23));
     }
     static R where_less(R a, R b, R x, R y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x); }
+    // r[i][j] <- r[j][i] for a 16 x 16 block: pairs of rows interleaved at 1, 2, 4 and 8
+    // elements (the last two as 128-bit lanes).
+    static void transpose(R* r) {
+        R t[16], u[16];
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 16; i += 4) {
+            for (int h = 0; h < 2; ++h) {
+                u[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + h]), _mm512_castps_pd(t[i + 2 + h])));
+                u[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + h]), _mm512_castps_pd(t[i + 2 + h])));
+            }
+        }
+        for (int i = 0; i < 16; i += 8) {
+            for (int c = 0; c < 4; ++c) {
+                t[i + c] = _mm512_shuffle_f32x4(u[i + c], u[i + 4 + c], 0x88);
+                t[i + 4 + c] = _mm512_shuffle_f32x4(u[i + c], u[i + 4 + c], 0xdd);
+            }
+        }
+        for (int c = 0; c < 8; ++c) {
+            r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+            r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xdd);
+        }
+    }
 };
 struct F64 {
     using T = double;
@@ -72,6 +97,25 @@ struct F64 {
         return _mm512_castsi512_pd(_mm512_slli_epi64(bits, 52));
     }
     static R where_less(R a, R b, R x, R y) { return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_LT_OQ), y, x); }
+    // r[i][j] <- r[j][i] for an 8 x 8 block: rows interleaved at 1 element, then at 2 and 4
+    // as 128-bit lanes.
+    static void transpose(R* r) {
+        R t[8], u[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            for (int h = 0; h < 2; ++h) {
+                u[i + h] = _mm512_shuffle_f64x2(t[i + h], t[i + 2 + h], 0x88);
+                u[i + 2 + h] = _mm512_shuffle_f64x2(t[i + h], t[i + 2 + h], 0xdd);
+            }
+        }
+        for (int c = 0; c < 4; ++c) {
+            r[c] = _mm512_shuffle_f64x2(u[c], u[4 + c], 0x88);
+            r[4 + c] = _mm512_shuffle_f64x2(u[c], u[4 + c], 0xdd);
+        }
+    }
 };
 
 #elif defined(FASTRNN_BUILD_AVX2)
@@ -97,6 +141,25 @@ struct F32 {
         return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 23));
     }
     static R where_less(R a, R b, R x, R y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
+    // r[i][j] <- r[j][i] for an 8 x 8 block: rows interleaved at 1 and 2 elements, then
+    // 128-bit halves exchanged.
+    static void transpose(R* r) {
+        R t[8], u[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            for (int h = 0; h < 2; ++h) {
+                u[i + 2 * h] = _mm256_shuffle_ps(t[i + h], t[i + 2 + h], 0x44);
+                u[i + 2 * h + 1] = _mm256_shuffle_ps(t[i + h], t[i + 2 + h], 0xee);
+            }
+        }
+        for (int c = 0; c < 4; ++c) {
+            r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+            r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+        }
+    }
 };
 struct F64 {
     using T = double;
@@ -118,6 +181,15 @@ struct F64 {
         return _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52));
     }
     static R where_less(R a, R b, R x, R y) { return _mm256_blendv_pd(y, x, _mm256_cmp_pd(a, b, _CMP_LT_OQ)); }
+    // r[i][j] <- r[j][i] for a 4 x 4 block: rows interleaved, then 128-bit halves exchanged.
+    static void transpose(R* r) {
+        const R t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+        const R t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+        r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+        r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+        r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+        r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+    }
 };
 
 #else
@@ -156,6 +228,11 @@ struct Plain {
     static R max(R a, R b) { return map([&](int l) { return a.v[l] > b.v[l] ? a.v[l] : b.v[l]; }); }
     static R fma(R a, R b, R c) { return map([&](int l) { return a.v[l] * b.v[l] + c.v[l]; }); }
     static R where_less(R a, R b, R x, R y) { return map([&](int l) { return a.v[l] < b.v[l] ? x.v[l] : y.v[l]; }); }
+    static void transpose(R* r) {
+        for (int i = 0; i < W; ++i) {
+            for (int j = i + 1; j < W; ++j) std::swap(r[i].v[j], r[j].v[i]);
+        }
+    }
     static R exp2i(R t) {
         return map([&](int l) {
             Bits bits;

@@ -45,6 +45,17 @@ def test_matmul_reads_views_like_copies(make):
                                                        np.ascontiguousarray(b, dtype=np.float64)))
 
 
+@pytest.mark.parametrize("K,N", [(100, 79), (16, 32), (17, 5), (33, 47), (256, 100)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_b_gives_the_bits_of_its_contiguous_copy(isa, K, N, dtype):
+    # A transposed B is packed by register transposes of whole blocks, a contiguous one row
+    # by row; with 40 rows both are packed, then run through the same tiles.
+    rng = np.random.default_rng(K * 100 + N)
+    a = rng.standard_normal((40, K)).astype(dtype)
+    bt = rng.standard_normal((N, K)).astype(dtype)
+    np.testing.assert_array_equal(matmul(a, bt.T), matmul(a, np.ascontiguousarray(bt.T)))
+
+
 def test_matmul_is_bitwise_the_same_for_any_thread_count():
     rng = np.random.default_rng(4)
     a = rng.standard_normal((300, 200)).astype(np.float32)
