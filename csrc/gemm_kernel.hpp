@@ -32,7 +32,10 @@ struct Kernel {
             const idx nv = min_idx(NR, N - j0);
             for (idx k = 0; k < kc; ++k) {
                 const T* src = B.p + (k0 + k) * B.rs + j0 * B.cs;
-                if (B.cs == 1) {  // a row of the panel is one contiguous run
+                if (B.cs == 1 && nv == NR) {  // a whole row of the panel: two vectors
+                    V::store(dst, V::load(src));
+                    V::store(dst + W, V::load(src + W));
+                } else if (B.cs == 1) {  // a row of the panel is one contiguous run
                     std::copy(src, src + nv, dst);
                 } else {
                     for (idx j = 0; j < nv; ++j) dst[j] = src[j * B.cs];
@@ -72,41 +75,36 @@ struct Kernel {
     // C (M x nv, row stride ldc) (+)= a (M x kc) * b (kc x NR, rows b_row apart), where a is
     // a packed tile ([k][MR], PACKED) or M rows of a row-major A, lda apart. Both layouts
     // are known at compile time, so the row broadcasts are fixed offsets from one or M
-    // pointers, not index arithmetic in the loop.
-    template <int M, bool PACKED>
+    // pointers, not index arithmetic in the loop. U is the panel's vectors that hold real
+    // columns: 1 for a ragged last panel of at most W columns, whose padding is skipped.
+    template <int M, bool PACKED, int U>
     static void tile(idx kc, const T* a, idx lda, const T* b, idx b_row, T* c, idx ldc, bool accumulate,
                      idx nv) {
-        R lo[M], hi[M];
+        R acc[M][U];
         for (int r = 0; r < M; ++r) {
-            lo[r] = V::zero();
-            hi[r] = V::zero();
+            for (int u = 0; u < U; ++u) acc[r][u] = V::zero();
         }
         for (idx k = 0; k < kc; ++k) {
-            const R b0 = V::load(b);
-            const R b1 = V::load(b + W);
+            R bv[U];
+            for (int u = 0; u < U; ++u) bv[u] = V::load(b + u * W);
             b += b_row;
             for (int r = 0; r < M; ++r) {
                 const R ar = V::bcast(PACKED ? a[k * MR + r] : a[r * lda + k]);
-                lo[r] = V::fma(ar, b0, lo[r]);
-                hi[r] = V::fma(ar, b1, hi[r]);
+                for (int u = 0; u < U; ++u) acc[r][u] = V::fma(ar, bv[u], acc[r][u]);
             }
         }
-        if (nv == NR) {  // full tile: straight to C
+        if (nv == U * W) {  // full tile: straight to C
             for (int r = 0; r < M; ++r) {
-                T* cr = c + r * ldc;
-                if (accumulate) {
-                    lo[r] = V::add(lo[r], V::load(cr));
-                    hi[r] = V::add(hi[r], V::load(cr + W));
+                for (int u = 0; u < U; ++u) {
+                    T* cu = c + r * ldc + u * W;
+                    V::store(cu, accumulate ? V::add(acc[r][u], V::load(cu)) : acc[r][u]);
                 }
-                V::store(cr, lo[r]);
-                V::store(cr + W, hi[r]);
             }
             return;
         }
-        alignas(64) T out[NR];  // edge tile: only the first nv columns exist
+        alignas(64) T out[U * W];  // edge tile: only the first nv columns exist
         for (int r = 0; r < M; ++r) {
-            V::store(out, lo[r]);
-            V::store(out + W, hi[r]);
+            for (int u = 0; u < U; ++u) V::store(out + u * W, acc[r][u]);
             T* cr = c + r * ldc;
             for (idx j = 0; j < nv; ++j) {
                 cr[j] = accumulate ? cr[j] + out[j] : out[j];
@@ -120,7 +118,11 @@ struct Kernel {
                           bool accumulate, idx nv) {
         if constexpr (M > 0) {
             if (m == M) {
-                tile<M, PACKED>(kc, a, lda, b, b_row, c, ldc, accumulate, nv);
+                if (nv > W) {
+                    tile<M, PACKED, 2>(kc, a, lda, b, b_row, c, ldc, accumulate, nv);
+                } else {
+                    tile<M, PACKED, 1>(kc, a, lda, b, b_row, c, ldc, accumulate, nv);
+                }
             } else {
                 tile_rows<M - 1, PACKED>(m, kc, a, lda, b, b_row, c, ldc, accumulate, nv);
             }
