@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "gemm.hpp"
+#include "sequence.hpp"
 #include "training.hpp"
 
 namespace fastrnn {
@@ -62,10 +63,7 @@ double language_model_loss(const LanguageModel<T>& m) {
                                                  scores.data());
     const T* dscores = scores.data();
     matmul<T>(H, V, rows, row_major(top, H).t(), row_major(dscores, V), m.dWy, V);
-    std::fill(m.dby, m.dby + V, T(0));
-    for (idx r = 0; r < rows; ++r) {
-        for (idx j = 0; j < V; ++j) m.dby[j] += dscores[r * V + j];
-    }
+    add_rows(rows, 0, V, dscores, V, m.dby);
 
     // Backward, top layer first: dh is the gradient reaching x[l+1], turned into the one
     // reaching h[l] by the mask; each layer's dx is the next one's dh.

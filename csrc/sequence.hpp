@@ -83,17 +83,21 @@ void gather_final(const Dims& d, const Lengths& len, const T* seq, idx ld, const
     team_barrier();
 }
 
-// out[j] = sum over rows i (in order) of a[i*ld + j], for j < cols.
+// out[j] = sum over rows i (in order) of a[i*ld + j], for j in [j0, j1).
+template <class T>
+FASTRNN_WIDEST void add_rows(idx rows, idx j0, idx j1, const T* __restrict a, idx ld, T* __restrict out) {
+    for (idx j = j0; j < j1; ++j) out[j] = T(0);
+    for (idx i = 0; i < rows; ++i) {
+        const T* row = a + i * ld;
+        for (idx j = j0; j < j1; ++j) out[j] += row[j];
+    }
+}
+
+// The same over the team, each thread summing its share of the columns.
 template <class T>
 void column_sums(idx rows, idx cols, const T* a, idx ld, T* out) {
     const Range r = my_share(cols);
-    std::fill(out + r.begin, out + r.end, T(0));
-    for (idx i = 0; i < rows; ++i) {
-        const T* row = a + i * ld;
-        for (idx j = r.begin; j < r.end; ++j) {
-            out[j] += row[j];
-        }
-    }
+    add_rows(rows, r.begin, r.end, a, ld, out);
     team_barrier();
 }
 

@@ -10,7 +10,53 @@
 
 namespace fastrnn {
 
-// scores and dscores are (M,V); each row's work is about 20 flops per score.
+namespace {
+
+// The max and the sum of a row run in LANES interleaved partial results, combined in a
+// fixed order at the end: the loops vectorise, and every build adds in the same order.
+constexpr idx LANES = 8;
+
+template <class T>
+FASTRNN_WIDEST T row_max(const T* s, idx V) {
+    T lane[LANES];
+    for (idx l = 0; l < LANES; ++l) lane[l] = s[0];
+    idx j = 0;
+    for (; j + LANES <= V; j += LANES) {
+        for (idx l = 0; l < LANES; ++l) lane[l] = s[j + l] > lane[l] ? s[j + l] : lane[l];
+    }
+    for (; j < V; ++j) lane[0] = s[j] > lane[0] ? s[j] : lane[0];
+    T top = lane[0];
+    for (idx l = 1; l < LANES; ++l) top = lane[l] > top ? lane[l] : top;
+    return top;
+}
+
+template <class T>
+FASTRNN_WIDEST void subtract(T* __restrict d, const T* __restrict s, idx V, T x) {
+    for (idx j = 0; j < V; ++j) d[j] = s[j] - x;
+}
+
+template <class T>
+FASTRNN_WIDEST double row_sum(const T* d, idx V) {
+    double lane[LANES] = {};
+    idx j = 0;
+    for (; j + LANES <= V; j += LANES) {
+        for (idx l = 0; l < LANES; ++l) lane[l] += double(d[j + l]);
+    }
+    for (; j < V; ++j) lane[0] += double(d[j]);
+    double z = lane[0];
+    for (idx l = 1; l < LANES; ++l) z += lane[l];
+    return z;
+}
+
+template <class T>
+FASTRNN_WIDEST void scale(T* d, idx V, T x) {
+    for (idx j = 0; j < V; ++j) d[j] *= x;
+}
+
+}  // namespace
+
+// scores and dscores are (M,V); each row's work is about 20 flops per score. A NaN score
+// makes its row's loss and gradient NaN.
 template <class T>
 double softmax_cross_entropy(idx M, idx V, const T* scores, const std::int64_t* targets,
                              const std::uint8_t* mask, T row_scale, T* dscores) {
@@ -25,18 +71,14 @@ double softmax_cross_entropy(idx M, idx V, const T* scores, const std::int64_t* 
                 std::fill(d, d + V, T(0));
                 continue;
             }
-            T top = s[0];
-            for (idx j = 1; j < V; ++j) top = s[j] > top ? s[j] : top;
-            for (idx j = 0; j < V; ++j) d[j] = s[j] - top;  // <= 0: exp cannot overflow
+            subtract(d, s, V, row_max(s, V));  // <= 0: exp cannot overflow
             const T picked = d[targets[m]];
             k.exp(d, V);
-            double z = 0;
-            for (idx j = 0; j < V; ++j) z += double(d[j]);
+            const double z = row_sum(d, V);
             nll[m] = std::log(z) - double(picked);
-            const T inv_z = T(1.0 / z);
-            for (idx j = 0; j < V; ++j) d[j] *= inv_z;
+            scale(d, V, T(1.0 / z));
             d[targets[m]] -= T(1);
-            for (idx j = 0; j < V; ++j) d[j] *= row_scale;
+            scale(d, V, row_scale);
         }
     });
     double total = 0;
