@@ -6,7 +6,8 @@ the loss summed over the 25 steps, Adagrad with learning rate 0.1, every gradien
 to [-5, 5]. The first contender is a plain NumPy re-implementation in min-char-rnn's
 style (one-hot input vectors, a Python loop over the timesteps forward and backward,
 column vectors); the second is fastrnn's ``CharRNN(cell="rnn")`` with
-``fastrnn.optim.Adagrad`` and ``clip_grad_value``. Both run for the same wall-clock budget
+``fastrnn.optim.Adagrad(..., clipvalue=5)``, which clips inside its update (the bits of
+``clip_grad_value`` followed by ``step``). Both run for the same wall-clock budget
 on the same text; reported: characters per second and the smoothed loss reached (min-char-
 rnn's ``smooth_loss``, per 25-character piece).
 
@@ -25,7 +26,7 @@ import numpy as np
 import fastrnn
 from fastrnn.data import CharBatches, Vocab
 from fastrnn.models import CharRNN
-from fastrnn.optim import Adagrad, clip_grad_value
+from fastrnn.optim import Adagrad
 
 
 # ---------------------------------------------------------------- min-char-rnn in NumPy
@@ -114,7 +115,7 @@ def run_minchar(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, An
 def run_fastrnn(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, Any]:
     model = CharRNN(V, hidden_size=a.hidden, num_layers=1, cell="rnn", seed=a.seed,
                     dtype=np.float64 if a.float64 else np.float32)
-    opt = Adagrad(model.params, lr=a.lr)
+    opt = Adagrad(model.params, lr=a.lr, clipvalue=5.0)  # min-char-rnn's np.clip(dparam, -5, 5)
     loader = CharBatches(data, 1, a.seq, val_fraction=0.0)
     seq = a.seq
     smooth_loss = -np.log(1.0 / V) * seq
@@ -125,7 +126,6 @@ def run_fastrnn(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, An
         x, y = loader.next_batch("train")
         epoch_done = loader.position == 0
         loss, grads, state = model.loss(x, y, state, reduction="sum")  # as min-char-rnn
-        clip_grad_value(grads, 5.0)
         opt.step(grads)
         smooth_loss = smooth_loss * 0.999 + loss * 0.001
         if epoch_done:

@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <sstream>
@@ -694,6 +695,11 @@ UpdateRule parse_rule(const std::string& kind, const py::dict& coef) {
     r.step_size = num("step_size", 0.0);
     r.bc2_sqrt = num("bc2_sqrt", 1.0);
     r.decoupled = flag("decoupled");
+    r.clip_value = num("clip_value", 0.0);
+    r.grad_scale = num("grad_scale", 1.0);
+    if (!(r.clip_value >= 0) || !std::isfinite(r.clip_value) || !std::isfinite(r.grad_scale)) {
+        throw py::value_error("clip_value must be finite and >= 0 and grad_scale finite");
+    }
     return r;
 }
 

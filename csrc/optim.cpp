@@ -36,17 +36,34 @@ void for_my_pieces(const std::vector<idx>& n, idx total, F&& f) {
     }
 }
 
+// What a rule does to a gradient element before using it (UpdateRule::clip_value and
+// grad_scale): a compile-time choice, so the loops stay branch-free.
+enum class GradOp { as_is, clamp, scale };
+
+// Comparisons with NaN are false, so NaN stays NaN, as with np.clip.
+template <class T>
+T clamped(T x, T limit) {
+    return x < -limit ? -limit : (x > limit ? limit : x);
+}
+
+template <GradOp OP, class T>
+T grad_in(T g, T v) {
+    if constexpr (OP == GradOp::clamp) return clamped(g, v);
+    else if constexpr (OP == GradOp::scale) return g * v;
+    else return g;
+}
+
 // Each rule below spells out the NumPy reference's operations in the same order, one
 // rounding per operation, built for the widest vectors the CPU has (FASTRNN_WIDEST):
 // sqrt and division dominate, and their vector forms round exactly as the scalar ones,
-// so every build gives the same bits.
+// so every build gives the same bits. gv is the clip limit or the scale of OP.
 
-template <class T>
-FASTRNN_WIDEST void sgd(const UpdateRule& r, T* p, const T* g, T* buf, idx i0, idx i1) {
+template <GradOp OP, class T>
+FASTRNN_WIDEST void sgd(const UpdateRule& r, T gv, T* p, const T* g, T* buf, idx i0, idx i1) {
     const T lr = T(r.lr), mu = T(r.momentum), wd = T(r.weight_decay);
     const bool decay = r.weight_decay != 0, momentum = r.momentum > 0;
     for (idx i = i0; i < i1; ++i) {
-        T d = g[i];
+        T d = grad_in<OP>(g[i], gv);
         if (decay) d = d + wd * p[i];
         if (momentum) {
             buf[i] = buf[i] * mu + d;
@@ -56,32 +73,34 @@ FASTRNN_WIDEST void sgd(const UpdateRule& r, T* p, const T* g, T* buf, idx i0, i
     }
 }
 
-template <class T>
-FASTRNN_WIDEST void adagrad(const UpdateRule& r, T* p, const T* g, T* mem, idx i0, idx i1) {
+template <GradOp OP, class T>
+FASTRNN_WIDEST void adagrad(const UpdateRule& r, T gv, T* p, const T* g, T* mem, idx i0, idx i1) {
     const T lr = T(r.lr), eps = T(r.eps);
     for (idx i = i0; i < i1; ++i) {
-        mem[i] = mem[i] + g[i] * g[i];
-        p[i] = p[i] - lr * (g[i] / std::sqrt(mem[i] + eps));
+        const T gi = grad_in<OP>(g[i], gv);
+        mem[i] = mem[i] + gi * gi;
+        p[i] = p[i] - lr * (gi / std::sqrt(mem[i] + eps));
     }
 }
 
-template <class T>
-FASTRNN_WIDEST void rmsprop(const UpdateRule& r, T* p, const T* g, T* m, idx i0, idx i1) {
+template <GradOp OP, class T>
+FASTRNN_WIDEST void rmsprop(const UpdateRule& r, T gv, T* p, const T* g, T* m, idx i0, idx i1) {
     const T lr = T(r.lr), alpha = T(r.alpha), one_m_alpha = T(1.0 - r.alpha), eps = T(r.eps);
     for (idx i = i0; i < i1; ++i) {
-        m[i] = m[i] * alpha + one_m_alpha * (g[i] * g[i]);
-        p[i] = p[i] - lr * (g[i] / (std::sqrt(m[i]) + eps));
+        const T gi = grad_in<OP>(g[i], gv);
+        m[i] = m[i] * alpha + one_m_alpha * (gi * gi);
+        p[i] = p[i] - lr * (gi / (std::sqrt(m[i]) + eps));
     }
 }
 
-template <class T>
-FASTRNN_WIDEST void adam(const UpdateRule& r, T* p, const T* g, T* m, T* v, idx i0, idx i1) {
+template <GradOp OP, class T>
+FASTRNN_WIDEST void adam(const UpdateRule& r, T gv, T* p, const T* g, T* m, T* v, idx i0, idx i1) {
     const T b1 = T(r.beta1), one_m_b1 = T(1.0 - r.beta1), b2 = T(r.beta2), one_m_b2 = T(1.0 - r.beta2);
     const T eps = T(r.eps), step = T(r.step_size), bc2 = T(r.bc2_sqrt), wd = T(r.weight_decay);
     const T shrink = T(1.0 - r.lr * r.weight_decay);
     const bool decay = r.weight_decay != 0;
     for (idx i = i0; i < i1; ++i) {
-        T d = g[i];
+        T d = grad_in<OP>(g[i], gv);
         if (decay && r.decoupled) p[i] = p[i] * shrink;
         if (decay && !r.decoupled) d = d + wd * p[i];
         m[i] = m[i] * b1 + one_m_b1 * d;
@@ -91,22 +110,33 @@ FASTRNN_WIDEST void adam(const UpdateRule& r, T* p, const T* g, T* m, T* v, idx 
     }
 }
 
-}  // namespace
-
-template <class T>
-void optimizer_update(const UpdateRule& rule, const ParamList<T>& a) {
+template <GradOp OP, class T>
+void update_with(const UpdateRule& rule, const ParamList<T>& a, T gv) {
     const idx total = total_of(a.n);
     run_elementwise(total, [&] {
         for_my_pieces(a.n, total, [&](std::size_t k, idx i0, idx i1) {
             T* s0 = a.s0.empty() ? nullptr : a.s0[k];
             switch (rule.kind) {
-                case UpdateRule::sgd: sgd(rule, a.p[k], a.g[k], s0, i0, i1); break;
-                case UpdateRule::adagrad: adagrad(rule, a.p[k], a.g[k], s0, i0, i1); break;
-                case UpdateRule::rmsprop: rmsprop(rule, a.p[k], a.g[k], s0, i0, i1); break;
-                case UpdateRule::adam: adam(rule, a.p[k], a.g[k], s0, a.s1[k], i0, i1); break;
+                case UpdateRule::sgd: sgd<OP>(rule, gv, a.p[k], a.g[k], s0, i0, i1); break;
+                case UpdateRule::adagrad: adagrad<OP>(rule, gv, a.p[k], a.g[k], s0, i0, i1); break;
+                case UpdateRule::rmsprop: rmsprop<OP>(rule, gv, a.p[k], a.g[k], s0, i0, i1); break;
+                case UpdateRule::adam: adam<OP>(rule, gv, a.p[k], a.g[k], s0, a.s1[k], i0, i1); break;
             }
         });
     });
+}
+
+}  // namespace
+
+template <class T>
+void optimizer_update(const UpdateRule& rule, const ParamList<T>& a) {
+    if (rule.clip_value > 0) {
+        update_with<GradOp::clamp>(rule, a, T(rule.clip_value));
+    } else if (rule.grad_scale != 1) {
+        update_with<GradOp::scale>(rule, a, T(rule.grad_scale));
+    } else {
+        update_with<GradOp::as_is>(rule, a, T(1));
+    }
 }
 
 // Chunks of a fixed size, each summed with eight running sums, then the chunk sums added
@@ -149,11 +179,7 @@ FASTRNN_WIDEST void scale(T* p, idx i0, idx i1, T factor) {
 
 template <class T>
 FASTRNN_WIDEST void clamp(T* p, idx i0, idx i1, T limit) {
-    for (idx i = i0; i < i1; ++i) {
-        // Comparisons with NaN are false, so NaN stays NaN, as with np.clip.
-        const T x = p[i];
-        p[i] = x < -limit ? -limit : (x > limit ? limit : x);
-    }
+    for (idx i = i0; i < i1; ++i) p[i] = clamped(p[i], limit);
 }
 
 template <class T>

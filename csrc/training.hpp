@@ -24,6 +24,10 @@ struct UpdateRule {
     double beta1 = 0, beta2 = 0;            // adam
     double step_size = 0, bc2_sqrt = 1;     // adam: lr / (1 - beta1^t), sqrt(1 - beta2^t)
     bool decoupled = false;                 // adamw: p *= 1 - lr * weight_decay first
+    // The gradient the rule sees (the arrays are not changed): clamped to [-clip_value,
+    // clip_value] when clip_value > 0, else times grad_scale when that is not 1. Rounded as
+    // clamp_all and scale_all round in place, so clipping then stepping gives the same bits.
+    double clip_value = 0, grad_scale = 1;
 };
 
 // Parameters p[k] of n[k] elements, their gradients g[k] and up to two state buffers

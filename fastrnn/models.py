@@ -102,12 +102,11 @@ class CharRNN:
         )
         self.head = TemporalAffine(H, V, self.dtype, init=init, seed=seeds[2])
         self.training = True
-        self.params: Dict[str, Array] = {}
-        self.grads: Dict[str, Array] = {}
-        for prefix, layer in self._layers():
-            for key in layer.params:
-                self.params[f"{prefix}.{key}"] = layer.params[key]
-                self.grads[f"{prefix}.{key}"] = layer.grads[key]
+        # (full name, layer, key) of every parameter, in the compiled loss's order:
+        # [embed.W] + per layer [Wx, Wh, b(, bh)] + [head.W, head.b].
+        self._slots = [(f"{prefix}.{key}", layer, key) for prefix, layer in self._layers() for key in layer.params]
+        self.params: Dict[str, Array] = {full: layer.params[key] for full, layer, key in self._slots}
+        self.grads: Dict[str, Array] = {full: layer.grads[key] for full, layer, key in self._slots}
 
     # -- structure
 
@@ -131,28 +130,31 @@ class CharRNN:
         layers: List[Tuple[str, Any]] = [("embed", self.embed)] if self.embed is not None else []
         return layers + [("rnn", self.rnn), ("head", self.head)]
 
-    def _sync(self) -> None:
+    def _sync(self) -> Tuple[List[Array], List[Array]]:
         """Points the sublayers at ``self.params`` / ``self.grads`` entries that an optimizer
-        replaced (``model.params[k] = new``), so both views stay the same objects."""
-        for prefix, layer in self._layers():
-            for key, current in layer.params.items():
-                full = f"{prefix}.{key}"
+        replaced (``model.params[k] = new``), so both views stay the same objects. Returns
+        the parameters and their gradient arrays in the compiled loss's order."""
+        params, grads = [], []
+        for full, layer, key in self._slots:
+            current = layer.params[key]
+            new = self.params.get(full)
+            if new is not current:
                 if full not in self.params:
                     raise KeyError(f"model.params lost its entry {full!r}")
-                new = self.params[full]
-                if new is not current:
-                    if not isinstance(new, np.ndarray) or new.shape != current.shape or new.dtype != current.dtype:
-                        raise ValueError(
-                            f"params[{full!r}] must be a {current.dtype} array of shape {current.shape}, "
-                            f"got {getattr(new, 'dtype', type(new).__name__)} {getattr(new, 'shape', '')}"
-                        )
-                    layer.params[key] = new
-                g = self.grads.get(full)
-                if g is not layer.grads.get(key):
-                    if isinstance(g, np.ndarray) and g.shape == current.shape and g.dtype == current.dtype:
-                        layer.grads[key] = g
-                    else:
-                        self.grads[full] = layer._grad_slot(key)
+                if not isinstance(new, np.ndarray) or new.shape != current.shape or new.dtype != current.dtype:
+                    raise ValueError(
+                        f"params[{full!r}] must be a {current.dtype} array of shape {current.shape}, "
+                        f"got {getattr(new, 'dtype', type(new).__name__)} {getattr(new, 'shape', '')}"
+                    )
+                layer.params[key] = new
+            g = self.grads.get(full)
+            if g is None or g is not layer.grads.get(key):  # replaced: adopt it if the kernels can write it
+                if isinstance(g, np.ndarray) and g.shape == new.shape and g.dtype == new.dtype:
+                    layer.grads[key] = g
+                g = self.grads[full] = layer._grad_slot(key)
+            params.append(new)
+            grads.append(g)
+        return params, grads
 
     def config(self) -> Dict[str, Any]:
         """The constructor arguments as plain values (for JSON / npz); ``CharRNN(**config)``
@@ -259,7 +261,7 @@ class CharRNN:
         # One compiled call runs forward, loss and backward (the kernels forward() and
         # backward() run, in the same order), so a small model's step is not spent in
         # Python. The layers keep no cache from it: call forward() to backpropagate by hand.
-        self._sync()
+        params, grads = self._sync()
         ids = _int_array("inputs", inputs, None, "(N, T)")  # the kernel checks the ids' range
         if ids.ndim != 2:
             raise ValueError(f"inputs must have shape (N, T), got {ids.shape}")
@@ -275,13 +277,6 @@ class CharRNN:
             if rnn.training and rnn.dropout > 0
             else []
         )
-        params, grads = [], []  # [embed.W] + per layer [Wx, Wh, b(, bh)] + [head.W, head.b]
-        for prefix, layer in self._layers():
-            for key, p in layer.params.items():
-                g = layer._grad_slot(key)  # a gradient array the kernel can write in place
-                self.grads[f"{prefix}.{key}"] = g
-                params.append(p)
-                grads.append(g)
         total, hT, cT = _core.language_model_loss(
             self.cell, ids, y, params, grads, self.embed is not None,
             h0, c0, masks, rnn.nonlinearity, rnn.reset_after, 1.0 / denom,

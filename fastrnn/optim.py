@@ -11,6 +11,11 @@ as returned by a backward pass::
         fastrnn.optim.clip_grad_value(grads, 5.0)        # min-char-rnn / char-rnn: clip at 5
         opt.step(grads)
 
+Clipping can also be the optimizer's own, as Keras's ``clipvalue`` and ``global_clipnorm``
+arguments: ``Adagrad(params, lr=0.1, clipvalue=5.0)`` clips inside the compiled update, in
+the same pass, and gives the bits of ``clip_grad_value`` followed by ``step`` without
+changing ``grads``.
+
 The update rules are those of ``torch.optim`` (SGD with momentum and Nesterov, RMSprop,
 Adam, AdamW), except :class:`Adagrad`, which follows min-char-rnn (``eps`` inside the
 square root). Every update is computed in the parameter's own dtype by one compiled pass
@@ -43,7 +48,7 @@ then on::
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -85,6 +90,13 @@ def _number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
     return v
 
 
+def _positive(name: str, value: Any, owner: str) -> float:
+    v = _number(name, value, owner=owner)
+    if v <= 0:
+        raise ValueError(f"{owner}: {name} must be > 0 (or None: no clipping), got {value!r}")
+    return v
+
+
 def _scalar(value: Any) -> Any:
     """A 0-d array (as read back from an .npz) or a NumPy scalar as a Python scalar."""
     a = np.asarray(value)
@@ -106,14 +118,26 @@ class Optimizer:
         params: dict name -> float32/float64 array, updated in place by :meth:`step`. The
             optimizer keeps references to these arrays (not to the dict).
         lr: learning rate; a plain attribute that may be changed at any time.
+        clipvalue: if set, every gradient element is clipped to [-clipvalue, clipvalue]
+            before the update (Keras's ``clipvalue``; as :func:`clip_grad_value`).
+        global_clipnorm: if set, the gradients are scaled so that their global L2 norm is
+            at most this (Keras's ``global_clipnorm``; as :func:`clip_grad_norm`, whose
+            result :attr:`last_grad_norm` keeps). At most one of the two may be set; either
+            way ``grads`` itself is left unchanged.
     """
 
     _buffers: Tuple[str, ...] = ()
     _hyper: Tuple[str, ...] = ()
     _rule = ""
 
-    def __init__(self, params: Mapping[str, np.ndarray], lr: float) -> None:
+    def __init__(self, params: Mapping[str, np.ndarray], lr: float, *, clipvalue: Optional[float] = None,
+                 global_clipnorm: Optional[float] = None) -> None:
         name = type(self).__name__
+        if clipvalue is not None and global_clipnorm is not None:
+            raise ValueError(f"{name}: set at most one of clipvalue and global_clipnorm")
+        self.clipvalue = None if clipvalue is None else _positive("clipvalue", clipvalue, name)
+        self.global_clipnorm = None if global_clipnorm is None else _positive("global_clipnorm", global_clipnorm, name)
+        self.last_grad_norm: Optional[float] = None
         if not isinstance(params, Mapping):
             raise TypeError(f"{name}: params must be a dict name -> np.ndarray, got {type(params).__name__}")
         if not params:
@@ -181,17 +205,44 @@ class Optimizer:
 
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
         """One update of every parameter, in place, from ``grads`` (same keys, shapes and
-        dtypes as the parameters). All gradients are checked before anything changes;
-        ``grads`` itself is not modified."""
-        self._check_grads(grads)
+        dtypes as the parameters), clipped first if the optimizer clips. All gradients are
+        checked before anything changes; ``grads`` itself is not modified."""
+        # With one compiled call and nothing else, the binding's own checks (all before it
+        # writes anything) stand in for _check_grads, which then only names the culprit.
+        one_call = len(self._compiled_names) == 1 and not self._reference_names
+        if not (one_call and isinstance(grads, Mapping) and grads.keys() == self.params.keys()):
+            self._check_grads(grads)
+        t = self.t
         self.t += 1
-        coef = self._coef()
-        for names in self._compiled_names:
-            state = [[self.state[b][k] for k in names] for b in self._buffers] + [[], []]
-            _core.optimizer_update(self._rule, [self.params[k] for k in names], [grads[k] for k in names],
-                                   state[0], state[1], coef)
+        try:
+            coef = self._coef()
+            coef.update(self._clipping(grads))
+            for names in self._compiled_names:
+                state = [[self.state[b][k] for k in names] for b in self._buffers] + [[], []]
+                _core.optimizer_update(self._rule, [self.params[k] for k in names], [grads[k] for k in names],
+                                       state[0], state[1], coef)
+        except (TypeError, ValueError):
+            self.t = t
+            self._check_grads(grads)  # raises the error with the parameter's name
+            raise
         for k in self._reference_names:
-            self._reference(self.params[k], grads[k], {b: self.state[b][k] for b in self._buffers})
+            g = grads[k]
+            if "clip_value" in coef:
+                g = np.clip(g, -g.dtype.type(coef["clip_value"]), g.dtype.type(coef["clip_value"]))
+            elif "grad_scale" in coef:
+                g = g * g.dtype.type(coef["grad_scale"])
+            self._reference(self.params[k], g, {b: self.state[b][k] for b in self._buffers})
+
+    def _clipping(self, grads: Mapping[str, np.ndarray]) -> Dict[str, float]:
+        """The compiled update's gradient transform: ``clip_value`` or ``grad_scale``."""
+        if self.clipvalue is not None:
+            return {"clip_value": self.clipvalue}
+        if self.global_clipnorm is None:
+            return {}
+        groups, rest = _grad_groups(grads, f"{type(self).__name__}.step", in_place=False)
+        norm = self.last_grad_norm = _global_norm(groups, rest)
+        factor = _clip_factor(norm, self.global_clipnorm)
+        return {} if factor is None else {"grad_scale": factor}
 
     def _coef(self) -> Dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
@@ -259,7 +310,8 @@ class Optimizer:
         """Raise if ``hyper`` holds invalid hyperparameter values (subclasses override)."""
 
     def __repr__(self) -> str:
-        hp = ", ".join(f"{h}={getattr(self, h)!r}" for h in self._hyper)
+        clip = [f"{c}={getattr(self, c)!r}" for c in ("clipvalue", "global_clipnorm") if getattr(self, c) is not None]
+        hp = ", ".join([f"{h}={getattr(self, h)!r}" for h in self._hyper] + clip)
         return f"{type(self).__name__}({len(self.params)} params, lr={self.lr!r}{', ' if hp else ''}{hp}, t={self.t})"
 
 
@@ -274,14 +326,14 @@ class SGD(Optimizer):
     _hyper = ("momentum", "nesterov", "weight_decay")
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+                 nesterov: bool = False, weight_decay: float = 0.0, **clipping: Optional[float]) -> None:
         hyper = {"momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay}
         self._check_hyper(hyper)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.weight_decay = float(weight_decay)
         self._buffers = ("buf",) if self.momentum > 0 else ()
-        super().__init__(params, lr)
+        super().__init__(params, lr, **clipping)
 
     def _check_hyper(self, hyper: Dict[str, Any]) -> None:
         mu = _number("momentum", hyper["momentum"], owner="SGD")
@@ -320,10 +372,11 @@ class Adagrad(Optimizer):
     _buffers = ("mem",)
     _hyper = ("eps",)
 
-    def __init__(self, params: Mapping[str, np.ndarray], lr: float = 1e-2, eps: float = 1e-8) -> None:
+    def __init__(self, params: Mapping[str, np.ndarray], lr: float = 1e-2, eps: float = 1e-8,
+                 **clipping: Optional[float]) -> None:
         self._check_hyper({"eps": eps})
         self.eps = float(eps)
-        super().__init__(params, lr)
+        super().__init__(params, lr, **clipping)
 
     def _check_hyper(self, hyper: Dict[str, Any]) -> None:
         _number("eps", hyper["eps"], owner="Adagrad")
@@ -346,11 +399,11 @@ class RMSprop(Optimizer):
     _hyper = ("alpha", "eps")
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float = 2e-3, alpha: float = 0.95,
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, **clipping: Optional[float]) -> None:
         self._check_hyper({"alpha": alpha, "eps": eps})
         self.alpha = float(alpha)
         self.eps = float(eps)
-        super().__init__(params, lr)
+        super().__init__(params, lr, **clipping)
 
     def _check_hyper(self, hyper: Dict[str, Any]) -> None:
         _number("alpha", hyper["alpha"], high=1.0, owner="RMSprop")
@@ -379,7 +432,7 @@ class Adam(Optimizer):
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float = 1e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+                 weight_decay: float = 0.0, **clipping: Optional[float]) -> None:
         name = type(self).__name__
         try:
             beta1, beta2 = betas
@@ -390,7 +443,7 @@ class Adam(Optimizer):
         self.beta2 = float(beta2)
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
-        super().__init__(params, lr)
+        super().__init__(params, lr, **clipping)
 
     @property
     def betas(self) -> Tuple[float, float]:
@@ -425,8 +478,8 @@ class AdamW(Adam):
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float = 1e-3,
                  betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+                 weight_decay: float = 1e-2, **clipping: Optional[float]) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, **clipping)
 
 
 # ---------------------------------------------------------------- gradient clipping
@@ -439,10 +492,11 @@ def _in_place_ok(a: np.ndarray) -> bool:
     return a.dtype in _FLOAT_DTYPES and flags.c_contiguous and flags.aligned
 
 
-def _grad_groups(grads: Grads, fname: str) -> Tuple[List[List[np.ndarray]], List[np.ndarray]]:
-    """Checks the gradients to clip in place (a dict or an iterable of writeable float
-    arrays), all before any is changed, and splits them as :func:`_compiled_groups` does:
-    same-dtype lists for the compiled kernels, and the rest for NumPy."""
+def _grad_groups(grads: Grads, fname: str, in_place: bool = True) -> Tuple[List[List[np.ndarray]], List[np.ndarray]]:
+    """Checks the gradients to clip (a dict or an iterable of float arrays, writeable if
+    clipped ``in_place``), all before any is changed, and splits them as
+    :func:`_compiled_groups` does: same-dtype lists for the compiled kernels, and the rest
+    for NumPy."""
     items = grads.items() if isinstance(grads, Mapping) else enumerate(grads)
     groups: Dict[np.dtype, List[np.ndarray]] = {}
     rest = []
@@ -450,7 +504,7 @@ def _grad_groups(grads: Grads, fname: str) -> Tuple[List[List[np.ndarray]], List
         if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
             raise TypeError(f"{fname}: grads[{k!r}] must be a floating-point np.ndarray, got "
                             f"{type(g).__name__}{' of dtype ' + str(g.dtype) if isinstance(g, np.ndarray) else ''}")
-        if not g.flags.writeable:
+        if in_place and not g.flags.writeable:
             raise ValueError(f"{fname}: grads[{k!r}] is read-only; it is clipped in place")
         if _in_place_ok(g):
             groups.setdefault(g.dtype, []).append(g)
@@ -484,18 +538,27 @@ def clip_grad_norm(grads: Grads, max_norm: float) -> float:
     """
     groups, rest = _grad_groups(grads, "clip_grad_norm")
     max_norm = _number("max_norm", max_norm, owner="clip_grad_norm")
-    sq = sum(_core.sum_of_squares(group) for group in groups)
-    sq += sum(float(np.sum(np.square(g, dtype=np.float64))) for g in rest)
-    total = math.sqrt(sq)
-    if not math.isfinite(total):
-        return total
-    if total > max_norm:
-        coef = max_norm / (total + 1e-6)
+    total = _global_norm(groups, rest)
+    coef = _clip_factor(total, max_norm)
+    if coef is not None:
         for group in groups:
             _core.scale_arrays(group, coef)
         for g in rest:
             g *= g.dtype.type(coef)
     return total
+
+
+def _global_norm(groups: List[List[np.ndarray]], rest: List[np.ndarray]) -> float:
+    """The L2 norm of all arrays together, summed in float64 in a fixed order."""
+    sq = sum(_core.sum_of_squares(group) for group in groups)
+    sq += sum(float(np.sum(np.square(g, dtype=np.float64))) for g in rest)
+    return math.sqrt(sq)
+
+
+def _clip_factor(norm: float, max_norm: float) -> Optional[float]:
+    """torch's factor ``max_norm / (norm + 1e-6)`` when a finite norm exceeds max_norm;
+    None (leave the gradients as they are) otherwise."""
+    return max_norm / (norm + 1e-6) if math.isfinite(norm) and norm > max_norm else None
 
 
 def clip_grad_value(grads: Grads, clip: float) -> None:
@@ -579,7 +642,8 @@ class LRScheduler:
         """Raise if ``hyper`` holds invalid values (subclasses override)."""
 
     def __repr__(self) -> str:
-        hp = ", ".join(f"{h}={getattr(self, h)!r}" for h in self._hyper)
+        clip = [f"{c}={getattr(self, c)!r}" for c in ("clipvalue", "global_clipnorm") if getattr(self, c) is not None]
+        hp = ", ".join([f"{h}={getattr(self, h)!r}" for h in self._hyper] + clip)
         return f"{type(self).__name__}({hp}, last_epoch={self.last_epoch}, lr={self.optimizer.lr!r})"
 
 

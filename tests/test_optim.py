@@ -447,6 +447,86 @@ def test_clip_errors():
 # ---------------------------------------------------------------- schedules
 
 
+# ---------------------------------------------------------------- the optimizer's own clipping
+
+CLIP_CASES = [c for c in CASES if c[0] in ("sgd", "nesterov", "adagrad", "rmsprop", "adam_wd", "adamw_wd")]
+
+
+def large_grads(dtype, n_steps: int) -> List[Dict[str, np.ndarray]]:
+    """Gradients with elements beyond 1 and a global norm beyond 2, so clipping acts."""
+    return [{k: v * dtype(3) for k, v in g.items()} for g in make_grads(dtype, n_steps, seed=5)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("case", CLIP_CASES, ids=[c[0] for c in CLIP_CASES])
+@pytest.mark.parametrize("clip", [{"clipvalue": 1.0}, {"global_clipnorm": 2.0}], ids=["value", "norm"])
+def test_optimizer_clipping_gives_the_bits_of_clipping_then_stepping(case, dtype, clip):
+    _, factory, _, _ = case
+    grads = large_grads(dtype, 4)
+    fused_params, split_params = make_params(dtype), make_params(dtype)
+    split = factory(split_params)
+    fused = type(split)(fused_params, **_ctor_args(split), **clip)  # the same optimizer, clipping
+    for g in grads:
+        given = copy(g)
+        fused.step(g)
+        for k in g:  # grads are left as they were
+            np.testing.assert_array_equal(g[k], given[k])
+        if "clipvalue" in clip:
+            clip_grad_value(given, clip["clipvalue"])
+        else:
+            norm = clip_grad_norm(given, clip["global_clipnorm"])
+            assert fused.last_grad_norm == norm and norm > clip["global_clipnorm"]
+        split.step(given)
+    for k in fused_params:
+        np.testing.assert_array_equal(fused_params[k], split_params[k])
+
+
+def _ctor_args(opt) -> Dict[str, object]:
+    """The constructor arguments that rebuild ``opt`` (its lr and hyperparameters)."""
+    args: Dict[str, object] = {"lr": opt.lr}
+    for h in opt._hyper:
+        args[h] = getattr(opt, h)
+    if "beta1" in args:
+        args["betas"] = (args.pop("beta1"), args.pop("beta2"))
+    return args
+
+
+def test_optimizer_clipping_reaches_noncontiguous_params():
+    base = np.zeros((3, 4))
+    params = {"w": base[:, ::2], "v": np.zeros(5)}
+    SGD(params, lr=1.0, clipvalue=0.5).step({"w": np.full((3, 2), 4.0), "v": np.full(5, -3.0)})
+    np.testing.assert_array_equal(base[:, ::2], np.full((3, 2), -0.5))
+    np.testing.assert_array_equal(params["v"], np.full(5, 0.5))
+
+
+def test_optimizer_clipping_errors_and_repr():
+    p = make_params(np.float32)
+    with pytest.raises(ValueError, match="at most one of clipvalue and global_clipnorm"):
+        Adam(p, clipvalue=1.0, global_clipnorm=1.0)
+    with pytest.raises(ValueError, match="clipvalue must be > 0"):
+        Adagrad(p, clipvalue=0)
+    with pytest.raises(ValueError, match="global_clipnorm must lie in"):
+        RMSprop(p, global_clipnorm=float("inf"))
+    with pytest.raises(TypeError, match="clipnorm"):
+        Adam(p, clipnorm=1.0)  # per-array norms are not offered
+    assert "clipvalue=5.0" in repr(Adagrad(p, lr=0.1, clipvalue=5))
+    opt = Adam(p, global_clipnorm=1.0)
+    assert opt.last_grad_norm is None
+    with pytest.raises(ValueError, match=r"grads\['b'\] has shape \(7,\)"):
+        opt.step({**make_grads(np.float32, 1)[0], "b": np.zeros(7, np.float32)})
+    assert opt.t == 0
+
+
+def test_optimizer_global_clipnorm_leaves_a_nonfinite_norm_unscaled():
+    p, q = make_params(np.float64), make_params(np.float64)
+    g = make_grads(np.float64, 1)[0]
+    g["b"][0] = np.inf
+    SGD(p, lr=0.1, global_clipnorm=1.0).step(g)
+    SGD(q, lr=0.1).step(g)
+    for k in p:
+        np.testing.assert_array_equal(p[k], q[k])
+
+
 def test_step_lr():
     opt = SGD(make_params(np.float64), lr=1.0)
     s = StepLR(opt, step_size=3, gamma=0.5)
