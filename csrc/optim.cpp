@@ -110,10 +110,16 @@ FASTRNN_WIDEST void adam(const UpdateRule& r, T gv, T* p, const T* g, T* m, T* v
     }
 }
 
+// The work of one element's update in flops, for sizing the team: a square root and a
+// division cost some twenty multiply-adds each in throughput.
+double cost_of(const UpdateRule& rule) {
+    return rule.kind == UpdateRule::sgd ? 4.0 : 40.0;
+}
+
 template <GradOp OP, class T>
 void update_with(const UpdateRule& rule, const ParamList<T>& a, T gv) {
     const idx total = total_of(a.n);
-    run_elementwise(total, [&] {
+    run_team_or_inline(threads_for(cost_of(rule) * double(total)), [&] {
         for_my_pieces(a.n, total, [&](std::size_t k, idx i0, idx i1) {
             T* s0 = a.s0.empty() ? nullptr : a.s0[k];
             switch (rule.kind) {
