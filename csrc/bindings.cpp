@@ -680,23 +680,29 @@ UpdateRule parse_rule(const std::string& kind, const py::dict& coef) {
     else if (kind == "rmsprop") r.kind = UpdateRule::rmsprop;
     else if (kind == "adam") r.kind = UpdateRule::adam;
     else throw py::value_error("rule must be 'sgd', 'adagrad', 'rmsprop' or 'adam', got '" + kind + "'");
-    auto num = [&](const char* key, double fallback) {
-        return coef.contains(key) ? coef[key].cast<double>() : fallback;
-    };
-    auto flag = [&](const char* key) { return coef.contains(key) && coef[key].cast<bool>(); };
-    r.lr = num("lr", 0.0);
-    r.momentum = num("momentum", 0.0);
-    r.weight_decay = num("weight_decay", 0.0);
-    r.nesterov = flag("nesterov");
-    r.alpha = num("alpha", 0.0);
-    r.eps = num("eps", 0.0);
-    r.beta1 = num("beta1", 0.0);
-    r.beta2 = num("beta2", 0.0);
-    r.step_size = num("step_size", 0.0);
-    r.bc2_sqrt = num("bc2_sqrt", 1.0);
-    r.decoupled = flag("decoupled");
-    r.clip_value = num("clip_value", 0.0);
-    r.grad_scale = num("grad_scale", 1.0);
+    // One pass over the entries given (absent ones keep their defaults): a small model's
+    // step is short enough that looking up every possible key was a sizeable part of it.
+    for (const auto& item : coef) {
+        const std::string key = py::cast<std::string>(item.first);
+        const py::handle value = item.second;
+        if (key == "nesterov") r.nesterov = py::cast<bool>(value);
+        else if (key == "decoupled") r.decoupled = py::cast<bool>(value);
+        else {
+            const double v = py::cast<double>(value);
+            if (key == "lr") r.lr = v;
+            else if (key == "momentum") r.momentum = v;
+            else if (key == "weight_decay") r.weight_decay = v;
+            else if (key == "alpha") r.alpha = v;
+            else if (key == "eps") r.eps = v;
+            else if (key == "beta1") r.beta1 = v;
+            else if (key == "beta2") r.beta2 = v;
+            else if (key == "step_size") r.step_size = v;
+            else if (key == "bc2_sqrt") r.bc2_sqrt = v;
+            else if (key == "clip_value") r.clip_value = v;
+            else if (key == "grad_scale") r.grad_scale = v;
+            else throw py::value_error("unknown update coefficient '" + key + "'");
+        }
+    }
     if (!(r.clip_value >= 0) || !std::isfinite(r.clip_value) || !std::isfinite(r.grad_scale)) {
         throw py::value_error("clip_value must be finite and >= 0 and grad_scale finite");
     }
