@@ -392,10 +392,12 @@ class _Recurrent(Layer):
 
     def _split_state(self, name: str, state: Any, N: int) -> Tuple[Optional[Array], Optional[Array]]:
         """Validates a state (or state gradient) and returns (h, c), entries None = zeros."""
-        LD, H = self.num_layers * self.num_directions, self.hidden_size
-        doc = f"(num_layers * num_directions, N, H) = ({LD}, {N}, {H})"
         if state is None:
             return None, None
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        if self._cell != "lstm" and type(state) is np.ndarray and state.dtype == self.dtype and state.shape == (LD, N, H):
+            return state, None  # the common case, checked without building the messages below
+        doc = f"(num_layers * num_directions, N, H) = ({LD}, {N}, {H})"
         if self._cell == "lstm":
             if not isinstance(state, (tuple, list)) or len(state) != 2:
                 raise TypeError(f"{name} of an LSTM must be a tuple (h, c), each {doc}, got {type(state).__name__}")
