@@ -11,7 +11,7 @@ column vectors); the second is fastrnn's ``CharRNN(cell="rnn")`` with
 on the same text; reported: characters per second and the smoothed loss reached (min-char-
 rnn's ``smooth_loss``, per 25-character piece).
 
-    python bench/minchar_compare.py CORPUS.txt [--seconds 30] [--threads 1]
+    python bench/minchar_compare.py CORPUS.txt [--seconds 30] [--threads N]
 """
 from __future__ import annotations
 
@@ -139,9 +139,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("corpus", help="UTF-8 training text")
     p.add_argument("--seconds", type=float, default=30.0, help="training budget per contender")
-    p.add_argument("--threads", type=int, default=1,
-                   help="fastrnn kernel threads (default 1: a single 100-unit stream has no "
-                        "parallelism worth a thread team)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="fastrnn kernel threads (default: fastrnn's own, all cores; each kernel "
+                        "sizes its team to its work, and a 100-unit stream's steps run on one)")
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--seq", type=int, default=25)
     p.add_argument("--lr", type=float, default=0.1)
@@ -155,7 +155,8 @@ def main() -> int:
         text = f.read()
     vocab = Vocab.from_text(text)
     data = vocab.encode(text)
-    fastrnn.set_num_threads(a.threads)
+    if a.threads is not None:
+        fastrnn.set_num_threads(a.threads)
     print(f"corpus {a.corpus}: {len(text):,} chars, {len(vocab)} distinct; vanilla RNN "
           f"{a.hidden}, seq {a.seq}, batch 1, Adagrad {a.lr:g}, clip +-5; {a.seconds:g} s each",
           flush=True)
