@@ -72,24 +72,34 @@ struct Kernel {
         }
     }
 
-    // C (M x nv, row stride ldc) (+)= a (M x kc) * b (kc x NR, rows b_row apart), where a is
-    // a packed tile ([k][MR], PACKED) or M rows of a row-major A, lda apart. Both layouts
-    // are known at compile time, so the row broadcasts are fixed offsets from one or M
-    // pointers, not index arithmetic in the loop. U is the panel's vectors that hold real
-    // columns: 1 for a ragged last panel of at most W columns, whose padding is skipped.
-    template <int M, bool PACKED, int U>
-    static void tile(idx kc, const T* a, idx lda, const T* b, idx b_row, T* c, idx ldc, bool accumulate,
-                     idx nv) {
+    // How a tile reads its M rows of A: a packed tile ([k][MR]), rows of a row-major A
+    // (ars apart), or any strides (ars, acs). Known at compile time, so for the first two a
+    // broadcast is a fixed offset from one or M pointers, not index arithmetic in the loop.
+    enum class ALayout { packed, rows, strided };
+
+    // C (M x nv, row stride ldc) (+)= a (M x kc) * b (kc x nv): U vectors of W columns, two
+    // per panel (rows of a panel b_row apart, panels b_panel apart). U counts only the
+    // vectors that hold real columns, so the zero padding of a ragged last panel is never
+    // loaded: a 100-wide B streams 7 vectors per row, not 8 (and a 100 x 100 one fits in
+    // L1). Multi-row tiles span one panel (U <= 2); one or two rows span up to WIDE panels,
+    // as one panel would leave them only 2 or 4 independent FMA chains, too few to hide
+    // the FMA latency.
+    template <int M, int U, ALayout LAYOUT>
+    static void tile(idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row, idx b_panel, T* c, idx ldc,
+                     bool accumulate, idx nv) {
         R acc[M][U];
         for (int r = 0; r < M; ++r) {
             for (int u = 0; u < U; ++u) acc[r][u] = V::zero();
         }
         for (idx k = 0; k < kc; ++k) {
             R bv[U];
-            for (int u = 0; u < U; ++u) bv[u] = V::load(b + u * W);
+            for (int u = 0; u < U; ++u) bv[u] = V::load(b + (u / 2) * b_panel + (u % 2) * W);
             b += b_row;
             for (int r = 0; r < M; ++r) {
-                const R ar = V::bcast(PACKED ? a[k * MR + r] : a[r * lda + k]);
+                const T x = LAYOUT == ALayout::packed ? a[k * MR + r]
+                            : LAYOUT == ALayout::rows ? a[r * ars + k]
+                                                      : a[r * ars + k * acs];
+                const R ar = V::bcast(x);
                 for (int u = 0; u < U; ++u) acc[r][u] = V::fma(ar, bv[u], acc[r][u]);
             }
         }
@@ -112,72 +122,34 @@ struct Kernel {
         }
     }
 
-    // Picks the tile height m (1..MR) at run time; only the last row block is short.
-    template <int M, bool PACKED>
-    static void tile_rows(int m, idx kc, const T* a, idx lda, const T* b, idx b_row, T* c, idx ldc,
+    // One panel of M rows for a run-time height m (1..MR; only the last row block is short)
+    // and one or two vectors.
+    template <int M, ALayout LAYOUT>
+    static void tile_rows(int m, idx kc, const T* a, idx ars, const T* b, idx b_row, T* c, idx ldc,
                           bool accumulate, idx nv) {
         if constexpr (M > 0) {
             if (m == M) {
                 if (nv > W) {
-                    tile<M, PACKED, 2>(kc, a, lda, b, b_row, c, ldc, accumulate, nv);
+                    tile<M, 2, LAYOUT>(kc, a, ars, 0, b, b_row, 0, c, ldc, accumulate, nv);
                 } else {
-                    tile<M, PACKED, 1>(kc, a, lda, b, b_row, c, ldc, accumulate, nv);
+                    tile<M, 1, LAYOUT>(kc, a, ars, 0, b, b_row, 0, c, ldc, accumulate, nv);
                 }
             } else {
-                tile_rows<M - 1, PACKED>(m, kc, a, lda, b, b_row, c, ldc, accumulate, nv);
+                tile_rows<M - 1, LAYOUT>(m, kc, a, ars, b, b_row, c, ldc, accumulate, nv);
             }
         }
     }
 
-    // One or two rows across up to WIDE panels at once: U vectors of W columns, two per
-    // panel. A tile of one panel would leave these rows only 2 or 4 independent FMA
-    // chains, too few to hide the FMA latency. U counts only the vectors that hold real
-    // columns, so the zero padding of a ragged last panel is never loaded: a 100-wide B
-    // then streams 7 vectors per row, not 8, and a 100 x 100 one fits in L1. C gets nv
-    // columns.
+    // One or two rows (M) across up to WIDE panels: ceil(nv / W) vectors, nv in 1..WIDE * NR.
     static constexpr int WIDE = V::WIDE;
-    template <int M, int U>
-    static void wide_tile(idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row, idx b_panel,
-                          T* c, idx ldc, bool accumulate, idx nv) {
-        R acc[M][U];
-        for (int r = 0; r < M; ++r) {
-            for (int u = 0; u < U; ++u) acc[r][u] = V::zero();
-        }
-        for (idx k = 0; k < kc; ++k) {
-            R bv[U];
-            for (int u = 0; u < U; ++u) bv[u] = V::load(b + (u / 2) * b_panel + (u % 2) * W);
-            b += b_row;
-            for (int r = 0; r < M; ++r) {
-                const R ar = V::bcast(a[r * ars + k * acs]);
-                for (int u = 0; u < U; ++u) acc[r][u] = V::fma(ar, bv[u], acc[r][u]);
-            }
-        }
-        if (nv == U * W) {
-            for (int r = 0; r < M; ++r) {
-                for (int u = 0; u < U; ++u) {
-                    T* cu = c + r * ldc + u * W;
-                    V::store(cu, accumulate ? V::add(acc[r][u], V::load(cu)) : acc[r][u]);
-                }
-            }
-            return;
-        }
-        alignas(64) T out[U * W];
-        for (int r = 0; r < M; ++r) {
-            for (int u = 0; u < U; ++u) V::store(out + u * W, acc[r][u]);
-            T* cr = c + r * ldc;
-            for (idx j = 0; j < nv; ++j) cr[j] = accumulate ? cr[j] + out[j] : out[j];
-        }
-    }
-
-    // wide_tile<M, U> for the run-time vector count ceil(nv / W), nv in 1..WIDE * NR.
     template <int M, int U = 2 * WIDE>
-    static void wide_tile_of(idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row, idx b_panel,
-                             T* c, idx ldc, bool accumulate, idx nv) {
+    static void wide_tile(idx kc, const T* a, idx ars, idx acs, const T* b, idx b_row, idx b_panel, T* c,
+                          idx ldc, bool accumulate, idx nv) {
         if constexpr (U > 0) {
             if (nv > (U - 1) * W) {
-                wide_tile<M, U>(kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
+                tile<M, U, ALayout::strided>(kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
             } else {
-                wide_tile_of<M, U - 1>(kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
+                wide_tile<M, U - 1>(kc, a, ars, acs, b, b_row, b_panel, c, ldc, accumulate, nv);
             }
         }
     }
@@ -223,9 +195,9 @@ struct Kernel {
                 const T* b = b0 + (p - p0) * b_panel;
                 T* c = C + i0 * ldc + p * NR;
                 if (m == 1) {
-                    wide_tile_of<1>(kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
+                    wide_tile<1>(kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
                 } else {
-                    wide_tile_of<2>(kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
+                    wide_tile<2>(kc, a, A.rs, A.cs, b, b_row, b_panel, c, ldc, accumulate, nv);
                 }
             }
             return;
@@ -249,9 +221,9 @@ struct Kernel {
                 T* c = C + i * ldc + j0;
                 const idx nv = min_idx(NR, N - j0);
                 if (a_in_place) {
-                    tile_rows<MR, false>(mi, kc, a, A.rs, b, b_row, c, ldc, accumulate, nv);
+                    tile_rows<MR, ALayout::rows>(mi, kc, a, A.rs, b, b_row, c, ldc, accumulate, nv);
                 } else {
-                    tile_rows<MR, true>(mi, kc, a, 0, b, b_row, c, ldc, accumulate, nv);
+                    tile_rows<MR, ALayout::packed>(mi, kc, a, 0, b, b_row, c, ldc, accumulate, nv);
                 }
             }
             a += a_in_place ? mi * A.rs : kc * MR;
