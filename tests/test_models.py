@@ -92,6 +92,29 @@ def test_charrnn_cs231n_solver_style_replacing_params():
     assert loss1 < loss0
 
 
+def test_charrnn_loss_follows_replaced_grads_and_rejects_bad_params():
+    """model.grads[k] replaced by a strided array: loss writes a C-contiguous one there with
+    the same values; a replaced parameter of the wrong shape, or a lost entry, is named."""
+    ids, V = encode(TEXT)
+    x, y = ids[None, :-1], ids[None, 1:]
+    model = CharRNN(V, 16, 1, cell="rnn", dtype=np.float64, seed=1)
+    _, grads, _ = model.loss(x, y)
+    expected = {k: g.copy() for k, g in grads.items()}
+    strided = np.zeros((16, 2 * 16))[:, ::2]
+    model.grads["rnn.Wh_l0"] = strided
+    _, grads, _ = model.loss(x, y)
+    assert grads["rnn.Wh_l0"] is not strided and grads["rnn.Wh_l0"].flags.c_contiguous
+    assert grads["rnn.Wh_l0"] is model.rnn.grads["Wh_l0"]
+    for k in expected:
+        np.testing.assert_array_equal(grads[k], expected[k])
+    model.params["rnn.b_l0"] = np.zeros(15)
+    with pytest.raises(ValueError, match=r"params\['rnn.b_l0'\] must be a float64 array of shape \(16,\)"):
+        model.loss(x, y)
+    del model.params["rnn.b_l0"]
+    with pytest.raises(KeyError, match="lost its entry 'rnn.b_l0'"):
+        model.loss(x, y)
+
+
 def test_charrnn_params_are_the_sublayers_arrays_and_config():
     model = CharRNN(7, 8, 2, cell="lstm", embedding_dim=5, seed=0)
     assert model.params["embed.W"] is model.embed.params["W"]
