@@ -38,12 +38,26 @@ std::vector<idx> shape_of(const py::array& a) {
 
 std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
+// numpy.ndarray, numpy.ma.MaskedArray and numpy.asarray, looked up by the module's import
+// (see PYBIND11_MODULE) and released on purpose, so they outlive the interpreter's teardown
+// order. Not function-local statics: the first call would then import numpy.ma, which lets
+// go of the GIL midway, and a second thread's first call, waiting for that static while
+// holding the GIL, would deadlock both.
+struct NumpyHandles {
+    py::handle ndarray, masked, asarray;
+};
+NumpyHandles g_numpy;
+
+void look_up_numpy() {
+    g_numpy.ndarray = py::object(py::module_::import("numpy").attr("ndarray")).release();
+    g_numpy.masked = py::object(py::module_::import("numpy.ma").attr("MaskedArray")).release();
+    g_numpy.asarray = py::object(py::module_::import("numpy").attr("asarray")).release();
+    (void)py::dtype::of<float>();  // pybind11's own NumPy table, filled on first use, likewise
+}
+
 // Any array-like (array, list, scalar) as an ndarray, without changing its dtype.
 py::array as_array(py::handle obj, const std::string& name) {
-    // Looked up once; released on purpose, so they outlive the interpreter's teardown order.
-    static const py::handle ndarray = py::object(py::module_::import("numpy").attr("ndarray")).release();
-    static const py::handle masked = py::object(py::module_::import("numpy.ma").attr("MaskedArray")).release();
-    static const py::handle asarray = py::object(py::module_::import("numpy").attr("asarray")).release();
+    const py::handle ndarray = g_numpy.ndarray, masked = g_numpy.masked, asarray = g_numpy.asarray;
     if (py::type::handle_of(obj).is(ndarray)) {
         return py::reinterpret_borrow<py::array>(obj);
     }
@@ -1025,6 +1039,7 @@ Isa parse_isa(const std::string& name) {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastrnn compiled kernels (private; use fastrnn.functional)";
+    look_up_numpy();
 
     py::class_<Cache>(m, "Cache", "What a forward pass keeps for its backward pass. Opaque.")
         .def_property_readonly("cell", [](const Cache& c) { return c.spec.name; })

@@ -51,6 +51,32 @@ def test_threadpoolctl_sees_and_limits_the_kernels_pool(restore_threads):
         assert h.shape == (2, 3, 5)
 
 
+FIRST_CALLS_AT_ONCE = """
+import threading, numpy as np
+from fastrnn import _core
+a = np.ones((3, 4), np.float32)
+start = threading.Barrier(16)
+def first_calls():
+    start.wait()
+    for _ in range(20):
+        _core.matmul(a, a.T)
+threads = [threading.Thread(target=first_calls) for _ in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("done")
+"""
+
+
+def test_first_calls_from_many_threads_at_once_do_not_deadlock(tmp_path):
+    # A fresh interpreter, so these are the module's very first calls: setup the kernels
+    # did lazily on the first call (importing numpy.ma) once deadlocked them. Run away from
+    # the source tree, so the installed package is the one imported.
+    out = subprocess.run([sys.executable, "-c", FIRST_CALLS_AT_ONCE], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done"
+
+
 def test_gil_is_released_so_python_threads_run_kernels_concurrently():
     # Results from 4 Python threads equal the serial results bitwise.
     import threading
