@@ -27,29 +27,43 @@ constexpr std::size_t KEEP_AT_MOST = std::size_t(512) << 20;
 
 std::size_t round_up(std::size_t n, std::size_t m) { return (n + m - 1) / m * m; }
 
-// Per-thread cache of released blocks under SMALL bytes, at most SMALL_KEPT of them (8 MiB
-// at most). Plain thread-local storage with no destructor, so a release during thread or
-// process exit still finds it; blocks left in a finished thread's cache are not freed.
+// Per-thread cache of released blocks under SMALL bytes: at most SMALL_KEPT blocks and
+// SMALL_BYTES in all. A thread's cache is freed when the thread ends; t_small_closed (plain
+// data, valid for the thread's whole life) then sends later releases to the C library.
 // Sanitizer builds keep nothing, so that a use after release is still caught.
 constexpr std::size_t SMALL = std::size_t(256) << 10;
+constexpr std::size_t SMALL_BYTES = std::size_t(2) << 20;
 #if defined(__SANITIZE_ADDRESS__)
 constexpr int SMALL_KEPT = 0;
 #else
 constexpr int SMALL_KEPT = 32;
 #endif
+
+thread_local bool t_small_closed = false;
+
 struct SmallCache {
     ScratchBlock blocks[SMALL_KEPT > 0 ? SMALL_KEPT : 1];
     int count = 0;
+    std::size_t bytes = 0;
+    ~SmallCache() {
+        for (int i = 0; i < count; ++i) std::free(blocks[i].p);
+        count = 0;
+        t_small_closed = true;
+    }
 };
 thread_local SmallCache t_small;
 
 // A kept block of exactly `size` bytes (the most recently released one), or none.
 ScratchBlock take_small(std::size_t size) {
+    if (t_small_closed) {
+        return {};
+    }
     SmallCache& c = t_small;
     for (int i = c.count - 1; i >= 0; --i) {
         if (c.blocks[i].bytes == size) {
             const ScratchBlock b = c.blocks[i];
             c.blocks[i] = c.blocks[--c.count];
+            c.bytes -= b.bytes;
             return b;
         }
     }
@@ -57,11 +71,15 @@ ScratchBlock take_small(std::size_t size) {
 }
 
 bool keep_small(ScratchBlock b) {
+    if (t_small_closed) {
+        return false;
+    }
     SmallCache& c = t_small;
-    if (c.count >= SMALL_KEPT) {
+    if (c.count >= SMALL_KEPT || c.bytes + b.bytes > SMALL_BYTES) {
         return false;
     }
     c.blocks[c.count++] = b;
+    c.bytes += b.bytes;
     return true;
 }
 
