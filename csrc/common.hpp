@@ -150,8 +150,21 @@ inline void team_barrier() {
 
 // Runs body() once on each thread of a team of `threads` (the runtime may give fewer).
 // Inside, team_rank(), team_size() and team_barrier() refer to this team.
+// In the child of a fork() made after a team of several threads had run, OpenMP's pool
+// is unusable: run_team then runs body() alone on the calling thread (no team can enclose
+// the call there), and num_threads() is 1.
+void note_pool_started();
+bool forked_after_pool();
+
 template <class F>
 void run_team(int threads, F&& body) {
+    if (forked_after_pool()) {
+        body();
+        return;
+    }
+    if (threads > 1) {
+        note_pool_started();
+    }
     TeamBarrier barrier;
 #pragma omp parallel num_threads(threads)
     {

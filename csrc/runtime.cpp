@@ -12,6 +12,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #include "isa.hpp"
 
@@ -107,7 +110,30 @@ const Kernels<double>& kernels<double>(Isa isa) {
 
 // ---------------------------------------------------------------- threads
 
+// ---------------------------------------------------------------- fork
+
+// GNU OpenMP's thread pool does not survive fork(): in the child of a process whose pool
+// had started, the first parallel region waits forever for threads that were not copied.
+// Such a child runs every kernel on its calling thread, as PyTorch's children do.
+namespace {
+std::atomic<bool> g_pool_started{false};
+std::atomic<bool> g_forked_after_pool{false};
+
+#if defined(__unix__) || defined(__APPLE__)
+void in_forked_child() {
+    if (g_pool_started.load()) g_forked_after_pool.store(true);
+}
+const int g_atfork_registered = pthread_atfork(nullptr, nullptr, &in_forked_child);
+#endif
+}  // namespace
+
+void note_pool_started() { g_pool_started.store(true, std::memory_order_relaxed); }
+bool forked_after_pool() { return g_forked_after_pool.load(std::memory_order_relaxed); }
+
 int num_threads() {
+    if (forked_after_pool()) {
+        return 1;
+    }
     const int n = g_threads.load();
     if (n > 0) {
         return n;

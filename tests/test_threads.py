@@ -77,6 +77,34 @@ def test_first_calls_from_many_threads_at_once_do_not_deadlock(tmp_path):
     assert out.stdout.strip() == "done"
 
 
+CALLS_IN_FORKED_CHILDREN = """
+import multiprocessing as mp, numpy as np
+import fastrnn
+from fastrnn import _core
+fastrnn.set_num_threads(2)
+a = np.arange(300 * 400, dtype=np.float32).reshape(300, 400) % 7
+def work(_):
+    return _core.matmul(a, a.T), fastrnn.get_num_threads()
+if __name__ == "__main__":
+    parent, _ = work(0)  # a team of 2 threads has run here
+    with mp.get_context("fork").Pool(2) as pool:
+        for child, threads in pool.map(work, range(4)):
+            assert threads == 1 and np.array_equal(child, parent)
+    print("done")
+"""
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="no fork()")
+def test_kernels_run_in_children_forked_after_a_team_ran(tmp_path):
+    # OpenMP's pool does not survive fork(); the children run their kernels on one thread,
+    # with the parent's results, instead of waiting forever for threads that are not there.
+    script = tmp_path / "forked.py"
+    script.write_text(CALLS_IN_FORKED_CHILDREN)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done"
+
+
 def test_gil_is_released_so_python_threads_run_kernels_concurrently():
     # Results from 4 Python threads equal the serial results bitwise.
     import threading
