@@ -148,14 +148,14 @@ inline void team_barrier() {
     }
 }
 
-// Runs body() once on each thread of a team of `threads` (the runtime may give fewer).
-// Inside, team_rank(), team_size() and team_barrier() refer to this team.
 // In the child of a fork() made after a team of several threads had run, OpenMP's pool
-// is unusable: run_team then runs body() alone on the calling thread (no team can enclose
-// the call there), and num_threads() is 1.
+// is unusable (runtime.cpp): there run_team runs body() alone on the calling thread (no
+// team can enclose the call), and num_threads() is 1.
 void note_pool_started();
 bool forked_after_pool();
 
+// Runs body() once on each thread of a team of `threads` (the runtime may give fewer).
+// Inside, team_rank(), team_size() and team_barrier() refer to this team.
 template <class F>
 void run_team(int threads, F&& body) {
     if (forked_after_pool()) {

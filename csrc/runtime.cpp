@@ -108,8 +108,6 @@ const Kernels<double>& kernels<double>(Isa isa) {
     return generic::kernels_f64;
 }
 
-// ---------------------------------------------------------------- threads
-
 // ---------------------------------------------------------------- fork
 
 // GNU OpenMP's thread pool does not survive fork(): in the child of a process whose pool
@@ -129,6 +127,8 @@ const int g_atfork_registered = pthread_atfork(nullptr, nullptr, &in_forked_chil
 
 void note_pool_started() { g_pool_started.store(true, std::memory_order_relaxed); }
 bool forked_after_pool() { return g_forked_after_pool.load(std::memory_order_relaxed); }
+
+// ---------------------------------------------------------------- threads
 
 int num_threads() {
     if (forked_after_pool()) {
