@@ -11,6 +11,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #include "common.hpp"
 
@@ -94,6 +97,14 @@ Pool& pool() {
     static Pool* p = new Pool;
     return *p;
 }
+
+#if defined(__unix__) || defined(__APPLE__)
+// fork() while another thread holds the pool's lock would leave it locked for good in the
+// child: the forking thread takes it first and both sides let it go.
+void lock_pool() { pool().mutex.lock(); }
+void unlock_pool() { pool().mutex.unlock(); }
+const int g_atfork_registered = pthread_atfork(&lock_pool, &unlock_pool, &unlock_pool);
+#endif
 
 void* aligned(std::size_t alignment, std::size_t bytes) {
     void* p = std::aligned_alloc(alignment, bytes);
