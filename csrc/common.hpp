@@ -199,6 +199,12 @@ void with_flag(bool flag, F&& f) {
     }
 }
 
+// p[i] *= factor for i in [i0, i1), at the widest vectors the CPU has.
+template <class T>
+FASTRNN_WIDEST void scale_range(T* p, idx i0, idx i1, T factor) {
+    for (idx i = i0; i < i1; ++i) p[i] *= factor;
+}
+
 // The contiguous share [begin, end) of `n` items that this team member owns.
 // The split depends only on n and the team size, never on timing.
 struct Range {

@@ -63,7 +63,7 @@ double language_model_loss(const LanguageModel<T>& m) {
                                                  scores.data());
     const T* dscores = scores.data();
     matmul<T>(H, V, rows, row_major(top, H).t(), row_major(dscores, V), m.dWy, V);
-    add_rows(rows, 0, V, dscores, V, m.dby);
+    sum_rows(rows, 0, V, dscores, V, m.dby);
 
     // Backward, top layer first: dh is the gradient reaching x[l+1], turned into the one
     // reaching h[l] by the mask; each layer's dx is the next one's dh.

@@ -179,11 +179,6 @@ double sum_of_squares(const std::vector<const T*>& a, const std::vector<idx>& n)
 }
 
 template <class T>
-FASTRNN_WIDEST void scale(T* p, idx i0, idx i1, T factor) {
-    for (idx i = i0; i < i1; ++i) p[i] *= factor;
-}
-
-template <class T>
 FASTRNN_WIDEST void clamp(T* p, idx i0, idx i1, T limit) {
     for (idx i = i0; i < i1; ++i) p[i] = clamped(p[i], limit);
 }
@@ -192,7 +187,7 @@ template <class T>
 void scale_all(const std::vector<T*>& a, const std::vector<idx>& n, T factor) {
     const idx total = total_of(n);
     run_elementwise(total, [&] {
-        for_my_pieces(n, total, [&](std::size_t k, idx i0, idx i1) { scale(a[k], i0, i1, factor); });
+        for_my_pieces(n, total, [&](std::size_t k, idx i0, idx i1) { scale_range(a[k], i0, i1, factor); });
     });
 }
 

@@ -85,7 +85,7 @@ void gather_final(const Dims& d, const Lengths& len, const T* seq, idx ld, const
 
 // out[j] = sum over rows i (in order) of a[i*ld + j], for j in [j0, j1).
 template <class T>
-FASTRNN_WIDEST void add_rows(idx rows, idx j0, idx j1, const T* __restrict a, idx ld, T* __restrict out) {
+FASTRNN_WIDEST void sum_rows(idx rows, idx j0, idx j1, const T* __restrict a, idx ld, T* __restrict out) {
     for (idx j = j0; j < j1; ++j) out[j] = T(0);
     for (idx i = 0; i < rows; ++i) {
         const T* row = a + i * ld;
@@ -97,7 +97,7 @@ FASTRNN_WIDEST void add_rows(idx rows, idx j0, idx j1, const T* __restrict a, id
 template <class T>
 void column_sums(idx rows, idx cols, const T* a, idx ld, T* out) {
     const Range r = my_share(cols);
-    add_rows(rows, r.begin, r.end, a, ld, out);
+    sum_rows(rows, r.begin, r.end, a, ld, out);
     team_barrier();
 }
 

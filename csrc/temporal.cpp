@@ -48,11 +48,6 @@ FASTRNN_WIDEST double row_sum(const T* d, idx V) {
     return z;
 }
 
-template <class T>
-FASTRNN_WIDEST void scale(T* d, idx V, T x) {
-    for (idx j = 0; j < V; ++j) d[j] *= x;
-}
-
 }  // namespace
 
 // scores and dscores are (M,V); each row's work is about 20 flops per score. A NaN score
@@ -76,9 +71,9 @@ double softmax_cross_entropy(idx M, idx V, const T* scores, const std::int64_t* 
             k.exp(d, V);
             const double z = row_sum(d, V);
             nll[m] = std::log(z) - double(picked);
-            scale(d, V, T(1.0 / z));
+            scale_range(d, 0, V, T(1.0 / z));
             d[targets[m]] -= T(1);
-            scale(d, V, row_scale);
+            scale_range(d, 0, V, row_scale);
         }
     });
     double total = 0;
