@@ -1078,6 +1078,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("params"), py::arg("grads"), py::arg("embedding"), py::arg("h0"), py::arg("c0"), py::arg("masks"),
           py::arg("nonlinearity"), py::arg("reset_after"), py::arg("row_scale"),
           "A language model's loss sum and gradients (grads written in place) -> (loss, hT, cT or None).");
+    m.def("head_runs_beside_cells",
+          [](const std::string& cell, idx N, idx T, idx H) { return head_runs_beside_cells(cell_spec(cell).cell, N, T, H); },
+          py::arg("cell"), py::arg("N"), py::arg("T"), py::arg("H"),
+          "Whether language_model_loss runs its head on a second thread beside the cells, for these sizes.");
     m.def("get_num_threads", &num_threads, "Threads the kernels use.");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Sets the kernels' thread count; n <= 0 restores the default (OMP_NUM_THREADS or all cores).");

@@ -52,6 +52,7 @@ struct ForwardArgs {
     T* ws;        // out (N,T,WS*H)
     T* hT;        // out (N,H)
     T* cT;        // out (N,H), LSTM only
+    Progress* progress = nullptr;  // if set, raised to t + 1 once all of h_t is written
 };
 
 template <class T>

@@ -141,6 +141,20 @@ class TeamBarrier {
 
 TeamBarrier*& current_barrier();  // this thread's team, or nullptr outside run_team
 
+// A count that one thread raises and another waits on: the steps a recurrence has
+// finished, say, for a partner that works on each finished step meanwhile. Everything the
+// raising thread wrote before publish(n) is visible to a thread that wait_for(n) released.
+// Waiting spins, then sleeps, as the barrier does.
+class Progress {
+   public:
+    void publish(int count);
+    int wait_for(int count);  // returns the count it saw, at least `count`
+
+   private:
+    std::atomic<int> count_{0};
+    std::atomic<int> sleepers_{0};
+};
+
 // Waits for the whole team; a no-op outside run_team.
 inline void team_barrier() {
     if (TeamBarrier* b = current_barrier()) {

@@ -105,6 +105,16 @@ PackedB<T> pack_b(idx K, idx N, MatRef<T> B, idx uses) {
     return out;
 }
 
+template <class T>
+PackedB<T> pack_b_for_rows(idx M, idx K, idx N, MatRef<T> B) {
+    // gemm() reads B in place, in direct_kc's K blocks, exactly when this holds. When
+    // those blocks are KC's too, a packed copy gives the same bits and spares every call
+    // the packing of B's ragged last panel.
+    const bool in_place = B.cs == 1 && M <= DIRECT_MAX_ROWS;
+    const bool packed_blocks_match = direct_kc(K, N) == std::min(K, KC);
+    return pack_b(K, N, B, in_place && !packed_blocks_match ? 1 : 2);
+}
+
 Block block_of(idx M, idx panels, int rank, int size, bool split_rows) {
     int row_groups = 1;
     if (split_rows) {
@@ -223,6 +233,8 @@ template void gemm<float>(idx, idx, idx, MatRef<float>, MatRef<float>, bool, flo
 template void gemm<double>(idx, idx, idx, MatRef<double>, MatRef<double>, bool, double*, idx);
 template PackedB<float> pack_b<float>(idx, idx, MatRef<float>, idx);
 template PackedB<double> pack_b<double>(idx, idx, MatRef<double>, idx);
+template PackedB<float> pack_b_for_rows<float>(idx, idx, idx, MatRef<float>);
+template PackedB<double> pack_b_for_rows<double>(idx, idx, idx, MatRef<double>);
 template void gemm<float>(idx, MatRef<float>, const PackedB<float>&, bool, float*, idx);
 template Block team_block<float>(idx, const PackedB<float>&);
 template Block team_block<double>(idx, const PackedB<double>&);

@@ -39,6 +39,12 @@ PackedB<T> pack_b(idx K, idx N, MatRef<T> B, idx uses);
 template <class T>
 void gemm(idx M, MatRef<T> A, const PackedB<T>& B, bool accumulate, T* C, idx ldc);
 
+// B prepared so that gemm(m, A_rows, B) on any m of the M rows gives those rows' bits of
+// gemm(M, N, K, A, B): the whole product's choice of reading B in place or packed (and
+// so its K blocks), for a caller that computes it a few rows at a time.
+template <class T>
+PackedB<T> pack_b_for_rows(idx M, idx K, idx N, MatRef<T> B);
+
 // The part of an M x N product one team member computes: rows [i0, i1) and columns
 // [j0, j1), whole micro-kernel panels. It depends only on M, N, the panel width, the team
 // size and the member's rank, so it is the same for every product of that shape: a cell

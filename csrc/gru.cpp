@@ -100,6 +100,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
             });
             team_barrier();
             if (reset_after) {
+                step_done(a, t);
                 continue;
             }
             gemm_block(mine, step_block<T>(a.ws + 3 * H, d, W, t), Wh[2], false, ah.data() + 2 * H, 3 * H);
@@ -119,6 +120,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
                 }
             });
             team_barrier();
+            step_done(a, t);
         }
         gather_final(d, a.lengths, a.h, H, a.h0, a.hT);
     });

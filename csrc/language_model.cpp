@@ -1,5 +1,11 @@
 // The language model's forward, loss and backward (language_model.hpp), as one chain of
 // the existing kernels; each opens its own thread team.
+//
+// When the recurrence is too small to share (its team would be one thread) and a second
+// core is free, the head runs beside it: one thread runs the cells, the other turns each
+// finished steps of the top layer into scores, loss and dh while the next steps run, then
+// forms dWy and dby while the cells run backward. Every product is split by rows only, so
+// each value is computed exactly as in the serial chain: the bits do not change.
 #include "language_model.hpp"
 
 #include <algorithm>
@@ -11,89 +17,219 @@
 
 namespace fastrnn {
 
+namespace {
+
+// One call's activations and the stages that produce them.
+template <class T>
+class Chain {
+   public:
+    explicit Chain(const LanguageModel<T>& m)
+        : m_(m),
+          L_(idx(m.layers.size())),
+          rows_(m.N * m.steps),
+          one_hot_(m.embed == nullptr),
+          x_(std::size_t(L_ + 1), nullptr),
+          embedded_(one_hot_ ? 0 : rows_ * m.E),
+          scores_(rows_ * m.V),
+          nll_(std::size_t(rows_), 0.0),
+          dh_(rows_ * m.H),
+          dx_(rows_ * (one_hot_ ? m.H : std::max(m.H, m.E))) {
+        h_.reserve(std::size_t(L_)), ws_.reserve(std::size_t(L_)), masked_.reserve(std::size_t(L_));
+        for (idx l = 0; l < L_; ++l) {
+            h_.emplace_back(rows_ * m.H);
+            ws_.emplace_back(rows_ * workspace_width(m.kind.cell) * m.H);
+            masked_.emplace_back(m.layers[std::size_t(l)].mask != nullptr ? rows_ * m.H : 0);
+            x_[std::size_t(l + 1)] = masked_.back().size() ? masked_.back().data() : h_.back().data();
+        }
+    }
+
+    Dims dims(idx l) const { return {m_.N, m_.steps, l > 0 ? m_.H : one_hot_ ? m_.V : m_.E, m_.H}; }
+
+    // x[0] (N,T,E): the embedded ids (nothing with one-hot inputs).
+    void embed() {
+        if (one_hot_) return;
+        for (idx r = 0; r < rows_; ++r) {
+            std::copy(m_.embed + m_.ids[r] * m_.E, m_.embed + (m_.ids[r] + 1) * m_.E, embedded_.data() + r * m_.E);
+        }
+        x_[0] = embedded_.data();
+    }
+
+    // Layer l reads x[l] (nullptr: the ids) and writes h[l] (N,T,H); x[l+1] is h[l] times
+    // its dropout mask, applied here unless `steps` reports each step to a partner that
+    // applies it.
+    void forward_layer(idx l, Progress* steps) {
+        const LanguageModelLayer<T>& p = m_.layers[std::size_t(l)];
+        ForwardArgs<T> f{};
+        f.dims = dims(l);
+        f.x = x_[std::size_t(l)];
+        f.ids = (l == 0 && one_hot_) ? m_.ids : nullptr;
+        f.h0 = p.h0, f.c0 = p.c0, f.Wx = p.Wx, f.Wh = p.Wh, f.b = p.b, f.bh = p.bh;
+        f.h = h_[std::size_t(l)].data(), f.ws = ws_[std::size_t(l)].data(), f.hT = p.hT, f.cT = p.cT;
+        f.progress = steps;
+        cell_forward(m_.kind, f);
+        if (steps == nullptr) mask_rows(l, 0, rows_);
+    }
+
+    // The head on all rows at once: scores (N*T,V) = top·Wy + by, the loss, dscores in
+    // place of the scores, and dh = dscores·Wyᵀ, the gradient reaching the top layer.
+    void head_all() {
+        const idx H = m_.H, V = m_.V;
+        matmul<T>(rows_, V, H, row_major(top(), H), row_major(m_.Wy, V), scores_.data(), V);
+        for (idx r = 0; r < rows_; ++r) add_bias(r);
+        loss_ = softmax_cross_entropy<T>(rows_, V, scores_.data(), m_.targets, nullptr, m_.row_scale,
+                                         scores_.data());
+        matmul<T>(rows_, H, V, row_major(scores_.data(), V), row_major(m_.Wy, V).t(), dh_.data(), H);
+    }
+
+    // The same for steps [t0, t1) only (rows n*T + t0 ... n*T + t1 - 1 of each n), with Wy
+    // and Wyᵀ prepared by head_operands(). Rows are independent, so any split into step
+    // ranges gives head_all's bits.
+    void head_steps(idx t0, idx t1, const PackedB<T>& Wy, const PackedB<T>& WyT) {
+        const idx H = m_.H, V = m_.V, steps = t1 - t0;
+        for (idx n = 0; n < m_.N; ++n) {
+            const idx r0 = n * m_.steps + t0;
+            mask_rows(L_ - 1, r0, r0 + steps);
+            T* s = scores_.data() + r0 * V;
+            gemm<T>(steps, row_major(top() + r0 * H, H), Wy, false, s, V);
+            for (idx r = r0; r < r0 + steps; ++r, s += V) {
+                add_bias(r);
+                nll_[std::size_t(r)] = softmax_cross_entropy_row<T>(V, s, m_.targets[r], m_.row_scale, s);
+            }
+            gemm<T>(steps, row_major(scores_.data() + r0 * V, V), WyT, false, dh_.data() + r0 * H, H);
+        }
+    }
+    std::pair<PackedB<T>, PackedB<T>> head_operands() const {
+        const idx H = m_.H, V = m_.V;
+        return {pack_b_for_rows(rows_, H, V, row_major(m_.Wy, V)),
+                pack_b_for_rows(rows_, V, H, row_major(m_.Wy, V).t())};
+    }
+    // After head_step on every step: the loss, summed in row order as head_all sums it.
+    void sum_step_losses() {
+        loss_ = 0;
+        for (double x : nll_) loss_ += x;
+    }
+
+    // dWy = topᵀ·dscores, dby = the column sums of dscores.
+    void head_weight_grads() {
+        const idx H = m_.H, V = m_.V;
+        matmul<T>(H, V, rows_, row_major(top(), H).t(), row_major(scores_.data(), V), m_.dWy, V);
+        sum_rows(rows_, 0, V, scores_.data(), V, m_.dby);
+    }
+
+    // Top layer first: dh is the gradient reaching x[l+1], turned into the one reaching
+    // h[l] by the mask; each layer's dx is the next one's dh.
+    void backward_layers() {
+        Buffer<T> dh0(m_.N * m_.H), dc0(m_.N * m_.H);
+        for (idx l = L_ - 1; l >= 0; --l) {
+            const LanguageModelLayer<T>& p = m_.layers[std::size_t(l)];
+            if (p.mask != nullptr) {
+                T* g = dh_.data();
+                for (idx i = 0; i < rows_ * m_.H; ++i) g[i] = g[i] * p.mask[i];
+            }
+            const bool wants_dx = l > 0 || !one_hot_;
+            BackwardArgs<T> b{};
+            b.dims = dims(l);
+            b.x = x_[std::size_t(l)];
+            b.ids = (l == 0 && one_hot_) ? m_.ids : nullptr;
+            b.h0 = p.h0, b.c0 = p.c0, b.Wx = p.Wx, b.Wh = p.Wh;
+            b.h = h_[std::size_t(l)].data(), b.ws = ws_[std::size_t(l)].data();
+            b.dh = dh_.data();
+            b.dx = wants_dx ? dx_.data() : nullptr;
+            b.dh0 = dh0.data(), b.dc0 = m_.kind.cell == Cell::lstm ? dc0.data() : nullptr;
+            b.dWx = p.dWx, b.dWh = p.dWh, b.db = p.db, b.dbh = p.dbh;
+            cell_backward(m_.kind, b);
+            std::swap(dh_, dx_);
+        }
+        if (!one_hot_) {  // dh now holds the gradient reaching the embedded rows (N,T,E)
+            std::fill(m_.dembed, m_.dembed + m_.V * m_.E, T(0));
+            embedding_backward<T>(rows_, m_.E, m_.ids, dh_.data(), m_.dembed);
+        }
+    }
+
+    double loss() const { return loss_; }
+
+   private:
+    const T* top() const { return x_[std::size_t(L_)]; }
+
+    void add_bias(idx r) {
+        T* s = scores_.data() + r * m_.V;
+        for (idx j = 0; j < m_.V; ++j) s[j] += m_.by[j];
+    }
+
+    // x[l+1] = h[l] * mask for rows [r0, r1), when layer l has a mask.
+    void mask_rows(idx l, idx r0, idx r1) {
+        const T* mask = m_.layers[std::size_t(l)].mask;
+        if (mask == nullptr) return;
+        const T* in = h_[std::size_t(l)].data();
+        T* out = masked_[std::size_t(l)].data();
+        for (idx i = r0 * m_.H; i < r1 * m_.H; ++i) out[i] = in[i] * mask[i];
+    }
+
+    const LanguageModel<T>& m_;
+    const idx L_, rows_;
+    const bool one_hot_;
+    std::vector<const T*> x_;  // x[l]: layer l's input; x[L]: the head's
+    Buffer<T> embedded_;
+    std::vector<Buffer<T>> h_, ws_, masked_;
+    Buffer<T> scores_;  // (N*T,V): the scores, then dscores
+    std::vector<double> nll_;
+    Buffer<T> dh_, dx_;
+    double loss_ = 0;
+};
+
+}  // namespace
+
+bool head_runs_beside_cells(Cell cell, idx N, idx steps, idx H) {
+    const idx gates = cell == Cell::lstm ? 4 : cell == Cell::gru ? 3 : 1;
+    return num_threads() >= 2 && !forked_after_pool() && N > 0 && steps > 1 &&
+           sequence_threads({N, steps, H, H}, gates) == 1;
+}
+
 template <class T>
 double language_model_loss(const LanguageModel<T>& m) {
-    const idx L = idx(m.layers.size()), rows = m.N * m.steps, H = m.H, V = m.V;
-    const bool one_hot = m.embed == nullptr;
-    const idx D0 = one_hot ? V : m.E;
-
-    // Forward. Layer l reads x[l] (N,T,D_l) (nullptr: the ids) and writes h[l] (N,T,H);
-    // x[l+1] is h[l], or h[l] times its dropout mask.
-    std::vector<const T*> x(std::size_t(L + 1), nullptr);
-    std::vector<Buffer<T>> h, ws, masked;
-    h.reserve(std::size_t(L)), ws.reserve(std::size_t(L)), masked.reserve(std::size_t(L));
-    Buffer<T> embedded(one_hot ? 0 : rows * m.E);  // (N,T,E)
-    if (!one_hot) {
-        for (idx r = 0; r < rows; ++r) {
-            std::copy(m.embed + m.ids[r] * m.E, m.embed + (m.ids[r] + 1) * m.E, embedded.data() + r * m.E);
-        }
-        x[0] = embedded.data();
+    Chain<T> chain(m);
+    chain.embed();
+    const idx L = idx(m.layers.size());
+    const auto serially = [&] {
+        for (idx l = 0; l < L; ++l) chain.forward_layer(l, nullptr);
+        chain.head_all();
+        chain.head_weight_grads();
+        chain.backward_layers();
+    };
+    if (!head_runs_beside_cells(m.kind.cell, m.N, m.steps, m.H)) {
+        serially();
+        return chain.loss();
     }
-    for (idx l = 0; l < L; ++l) {
-        const LanguageModelLayer<T>& p = m.layers[std::size_t(l)];
-        h.emplace_back(rows * H);
-        ws.emplace_back(rows * workspace_width(m.kind.cell) * H);
-        ForwardArgs<T> f{};
-        f.dims = {m.N, m.steps, l == 0 ? D0 : H, H};
-        f.x = x[std::size_t(l)];
-        f.ids = (l == 0 && one_hot) ? m.ids : nullptr;
-        f.h0 = p.h0, f.c0 = p.c0, f.Wx = p.Wx, f.Wh = p.Wh, f.b = p.b, f.bh = p.bh;
-        f.h = h.back().data(), f.ws = ws.back().data(), f.hT = p.hT, f.cT = p.cT;
-        cell_forward(m.kind, f);
-        if (p.mask != nullptr) {
-            masked.emplace_back(rows * H);
-            const T* in = h.back().data();
-            T* out = masked.back().data();
-            for (idx i = 0; i < rows * H; ++i) out[i] = in[i] * p.mask[i];
-            x[std::size_t(l + 1)] = out;
+    Progress top_steps, head_done;
+    bool beside = true;
+    run_team(2, [&] {
+        if (team_size() < 2) {  // the runtime gave one thread (inside another team, say)
+            beside = false;
+            serially();
+        } else if (team_rank() == 0) {
+            // Each member in a team of its own: the kernels it calls share work only there.
+            run_team(1, [&] {
+                for (idx l = 0; l < L; ++l) chain.forward_layer(l, l == L - 1 ? &top_steps : nullptr);
+                head_done.wait_for(1);
+                chain.backward_layers();
+            });
         } else {
-            x[std::size_t(l + 1)] = h.back().data();
+            run_team(1, [&] {
+                const auto [Wy, WyT] = chain.head_operands();
+                // Every step finished since the last pass, in one pass: products of a
+                // few rows at a time, and the head keeps up with the cells.
+                for (idx t = 0; t < m.steps;) {
+                    const idx done = top_steps.wait_for(int(t + 1));
+                    chain.head_steps(t, done, Wy, WyT);
+                    t = done;
+                }
+                head_done.publish(1);
+                chain.head_weight_grads();
+            });
         }
-    }
-
-    // Head: scores (N*T,V) = top·Wy + by, then the loss; dscores replace the scores.
-    const T* top = x[std::size_t(L)];
-    Buffer<T> scores(rows * V);
-    matmul<T>(rows, V, H, row_major(top, H), row_major(m.Wy, V), scores.data(), V);
-    for (idx r = 0; r < rows; ++r) {
-        T* s = scores.data() + r * V;
-        for (idx j = 0; j < V; ++j) s[j] += m.by[j];
-    }
-    const double loss = softmax_cross_entropy<T>(rows, V, scores.data(), m.targets, nullptr, m.row_scale,
-                                                 scores.data());
-    const T* dscores = scores.data();
-    matmul<T>(H, V, rows, row_major(top, H).t(), row_major(dscores, V), m.dWy, V);
-    sum_rows(rows, 0, V, dscores, V, m.dby);
-
-    // Backward, top layer first: dh is the gradient reaching x[l+1], turned into the one
-    // reaching h[l] by the mask; each layer's dx is the next one's dh.
-    Buffer<T> dh(rows * H), dx(rows * (one_hot ? H : std::max(H, m.E))), dh0(m.N * H), dc0(m.N * H);
-    matmul<T>(rows, H, V, row_major(dscores, V), row_major(m.Wy, V).t(), dh.data(), H);
-    for (idx l = L - 1; l >= 0; --l) {
-        const LanguageModelLayer<T>& p = m.layers[std::size_t(l)];
-        if (p.mask != nullptr) {
-            T* g = dh.data();
-            for (idx i = 0; i < rows * H; ++i) g[i] = g[i] * p.mask[i];
-        }
-        const bool wants_dx = l > 0 || !one_hot;
-        BackwardArgs<T> b{};
-        b.dims = {m.N, m.steps, l == 0 ? D0 : H, H};
-        b.x = x[std::size_t(l)];
-        b.ids = (l == 0 && one_hot) ? m.ids : nullptr;
-        b.h0 = p.h0, b.c0 = p.c0, b.Wx = p.Wx, b.Wh = p.Wh;
-        b.h = h[std::size_t(l)].data(), b.ws = ws[std::size_t(l)].data();
-        b.dh = dh.data();
-        b.dx = wants_dx ? dx.data() : nullptr;
-        b.dh0 = dh0.data(), b.dc0 = m.kind.cell == Cell::lstm ? dc0.data() : nullptr;
-        b.dWx = p.dWx, b.dWh = p.dWh, b.db = p.db, b.dbh = p.dbh;
-        cell_backward(m.kind, b);
-        std::swap(dh, dx);
-    }
-    if (!one_hot) {  // dh now holds the gradient reaching the embedded rows (N,T,E)
-        std::fill(m.dembed, m.dembed + V * m.E, T(0));
-        embedding_backward<T>(rows, m.E, m.ids, dh.data(), m.dembed);
-    }
-    return loss;
+    });
+    if (beside) chain.sum_step_losses();
+    return chain.loss();
 }
 
 template double language_model_loss<float>(const LanguageModel<float>&);

@@ -40,4 +40,10 @@ struct LanguageModel {
 template <class T>
 double language_model_loss(const LanguageModel<T>& m);
 
+// Whether language_model_loss, with the current thread settings, runs the head (scores,
+// loss, their gradients) on a second thread beside the cells, step by step as the top
+// layer finishes them: when the recurrence is too small to share and a second core is
+// there. The result is the same bits either way.
+bool head_runs_beside_cells(Cell cell, idx N, idx steps, idx H);
+
 }  // namespace fastrnn

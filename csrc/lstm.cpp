@@ -96,6 +96,7 @@ void lstm_forward(const ForwardArgs<T>& a) {
                 times_output_gate(H, j0, j1, s, ht);
             });
             team_barrier();  // the next step's product needs every unit of h_t
+            step_done(a, t);
         }
         gather_final(d, a.lengths, a.h, H, a.h0, a.hT);
         gather_final(d, a.lengths, a.ws + 4 * H, W, a.c0, a.cT);

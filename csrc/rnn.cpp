@@ -63,6 +63,7 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
                 }
             });
             team_barrier();
+            step_done(a, t);
         }
         gather_final(d, a.lengths, a.h, H, a.h0, a.hT);
     });

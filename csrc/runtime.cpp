@@ -241,4 +241,32 @@ void TeamBarrier::wait() {
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void Progress::publish(int count) {
+    count_.store(count, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+        wake_all(count_);
+    }
+}
+
+int Progress::wait_for(int count) {
+    const auto give_up = std::chrono::steady_clock::now() + spin_time();
+    for (int i = 0;; ++i) {
+        if (const int seen = count_.load(std::memory_order_acquire); seen >= count) {
+            return seen;
+        }
+        cpu_relax();
+        if ((i & 63) == 63 && std::chrono::steady_clock::now() > give_up) {
+            break;
+        }
+    }
+    // seq_cst on both sides: either publish() sees this sleeper, or this sees its count.
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    int seen;
+    while ((seen = count_.load(std::memory_order_seq_cst)) < count) {
+        sleep_while_equal(count_, seen);
+    }
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    return seen;
+}
+
 }  // namespace fastrnn

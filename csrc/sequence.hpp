@@ -16,6 +16,14 @@ inline int sequence_threads(const Dims& d, idx gates) {
     return threads_for(2.0 * double(d.N) * double(d.H) * double(gates * d.H));
 }
 
+// Called by every member after the barrier that ends step t of a forward pass.
+template <class T>
+void step_done(const ForwardArgs<T>& a, idx t) {
+    if (a.progress != nullptr && team_rank() == 0) {
+        a.progress->publish(int(t + 1));
+    }
+}
+
 // In a (N,T,W) array, the N x W block of step t has row stride T*W.
 template <class T>
 MatRef<T> step_block(const T* seq, const Dims& d, idx W, idx t) {

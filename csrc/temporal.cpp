@@ -50,30 +50,33 @@ FASTRNN_WIDEST double row_sum(const T* d, idx V) {
 
 }  // namespace
 
-// scores and dscores are (M,V); each row's work is about 20 flops per score. A NaN score
-// makes its row's loss and gradient NaN.
+// A NaN score makes the row's loss and gradient NaN.
+template <class T>
+double softmax_cross_entropy_row(idx V, const T* s, std::int64_t target, T row_scale, T* d) {
+    subtract(d, s, V, row_max(s, V));  // <= 0: exp cannot overflow
+    const T picked = d[target];
+    kernels<T>().exp(d, V);
+    const double z = row_sum(d, V);
+    scale_range(d, 0, V, T(1.0 / z));
+    d[target] -= T(1);
+    scale_range(d, 0, V, row_scale);
+    return std::log(z) - double(picked);
+}
+
+// scores and dscores are (M,V); each row's work is about 20 flops per score.
 template <class T>
 double softmax_cross_entropy(idx M, idx V, const T* scores, const std::int64_t* targets,
                              const std::uint8_t* mask, T row_scale, T* dscores) {
     std::vector<double> nll(M, 0.0);
-    const Kernels<T>& k = kernels<T>();
     run_team_or_inline(threads_for(20.0 * double(M) * double(V)), [&] {
         const Range rows = my_share(M);
         for (idx m = rows.begin; m < rows.end; ++m) {
-            const T* s = scores + m * V;
             T* d = dscores + m * V;
             if (mask != nullptr && mask[m] == 0) {
                 std::fill(d, d + V, T(0));
                 continue;
             }
-            subtract(d, s, V, row_max(s, V));  // <= 0: exp cannot overflow
-            const T picked = d[targets[m]];
-            k.exp(d, V);
-            const double z = row_sum(d, V);
-            nll[m] = std::log(z) - double(picked);
-            scale_range(d, 0, V, T(1.0 / z));
-            d[targets[m]] -= T(1);
-            scale_range(d, 0, V, row_scale);
+            nll[m] = softmax_cross_entropy_row(V, scores + m * V, targets[m], row_scale, d);
         }
     });
     double total = 0;
@@ -91,6 +94,7 @@ void embedding_backward(idx M, idx D, const std::int64_t* ids, const T* dout, T*
 #define FASTRNN_INSTANTIATE(T)                                                                          \
     template double softmax_cross_entropy<T>(idx, idx, const T*, const std::int64_t*, const std::uint8_t*, \
                                              T, T*);                                                    \
+    template double softmax_cross_entropy_row<T>(idx, const T*, std::int64_t, T, T*);                     \
     template void embedding_backward<T>(idx, idx, const std::int64_t*, const T*, T*);
 FASTRNN_INSTANTIATE(float)
 FASTRNN_INSTANTIATE(double)

@@ -61,6 +61,10 @@ template <class T>
 double softmax_cross_entropy(idx M, idx V, const T* scores, const std::int64_t* targets,
                              const std::uint8_t* mask, T row_scale, T* dscores);
 
+// One row of it: returns the row's loss and writes its dscores d (V,) (d may be s).
+template <class T>
+double softmax_cross_entropy_row(idx V, const T* s, std::int64_t target, T row_scale, T* d);
+
 // dW (V,D) += sum over m of dout[m] (M,D) at row ids[m], in order of m for every element
 // (the order np.add.at uses), whatever the thread count.
 template <class T>

@@ -66,6 +66,56 @@ def test_loss_is_bitwise_the_layer_by_layer_result(cell, embedding_dim, num_laye
         fastrnn.set_num_threads(previous)
 
 
+# Shapes whose recurrence runs on one thread at the default team threshold, so that on two
+# threads the compiled call runs the head beside the cells, a few steps at a time. They
+# cover the three ways the whole-sequence head product reads Wy (in place in K blocks of
+# 16, in place in one block, packed) and rows of several sequences.
+BESIDE = [
+    ("rnn", 1, 25, 79, 100, None, 1, 0.0),  # min-char-rnn's shapes: Wy in place, one K block
+    ("rnn", 1, 30, 200, 100, None, 1, 0.0),  # Wy (100 x 200) in place, K blocks of 16
+    ("gru", 2, 20, 30, 24, 5, 1, 0.0),  # 40 rows: Wy packed
+    ("lstm", 3, 9, 13, 16, 6, 2, 0.3),  # two layers, dropout, an embedding
+]
+
+
+@pytest.fixture
+def default_thread_teams():
+    """The library's default team threshold (the session's tests use full teams)."""
+    before = _core.min_flops_per_thread()
+    _core.set_min_flops_per_thread(1 << 15)
+    yield
+    _core.set_min_flops_per_thread(before)
+
+
+@pytest.mark.parametrize("cell,N,T,V,H,embedding_dim,num_layers,dropout", BESIDE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_head_beside_the_cells_gives_the_layer_by_layer_bits(
+    default_thread_teams, cell, N, T, V, H, embedding_dim, num_layers, dropout, dtype
+):
+    previous = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(1)
+        assert not _core.head_runs_beside_cells(cell, N, T, H)
+        fastrnn.set_num_threads(2)
+        assert _core.head_runs_beside_cells(cell, N, T, H)
+        rng = np.random.default_rng(3)
+        kw = dict(num_layers=num_layers, cell=cell, dropout=dropout, embedding_dim=embedding_dim, dtype=dtype, seed=2)
+        ours, theirs = CharRNN(V, H, **kw), CharRNN(V, H, **kw)
+        x, y = rng.integers(V, size=(N, T)), rng.integers(V, size=(N, T))
+        state = None
+        for _ in range(20):  # the threads meet at different points each time
+            want_loss, want_grads, want_final = layer_by_layer(theirs, x, y, state, "mean")
+            loss, grads, final = ours.loss(x, y, state)
+            assert loss == want_loss
+            for k in grads:
+                np.testing.assert_array_equal(grads[k], want_grads[k], err_msg=k)
+            for got, want in zip(as_tuple(final), want_final):
+                np.testing.assert_array_equal(got, want)
+            state = final
+    finally:
+        fastrnn.set_num_threads(previous)
+
+
 def test_reductions_scale_the_same_sum():
     rng = np.random.default_rng(0)
     model = CharRNN(9, 8, 2, "lstm", dtype=np.float64, seed=3)
