@@ -5,13 +5,18 @@ stream (batch 1) cut into 25-character pieces with the hidden state carried acro
 the loss summed over the 25 steps, Adagrad with learning rate 0.1, every gradient clipped
 to [-5, 5]. The first contender is a plain NumPy re-implementation in min-char-rnn's
 style (one-hot input vectors, a Python loop over the timesteps forward and backward,
-column vectors); the second is fastrnn's ``CharRNN(cell="rnn")`` with
+column vectors). The other two are fastrnn's ``CharRNN(cell="rnn")`` with
 ``fastrnn.optim.Adagrad(..., clipvalue=5)``, which clips inside its update (the bits of
-``clip_grad_value`` followed by ``step``). Both run for the same wall-clock budget
-on the same text; reported: characters per second and the smoothed loss reached (min-char-
-rnn's ``smooth_loss``, per 25-character piece).
+``clip_grad_value`` followed by ``step``):
+  - ``train_step``: one compiled call per 25-character piece (loss, gradients, update);
+  - ``train_steps``: ``--steps-per-call`` consecutive pieces per call (Keras's
+    ``steps_per_execution``), the same steps with the same bits, the interpreter entered
+    once per call.
+All run for the same wall-clock budget on the same text; reported: characters per second,
+the ratio to NumPy, and the smoothed loss reached (min-char-rnn's ``smooth_loss``, per
+25-character piece).
 
-    python bench/minchar_compare.py CORPUS.txt [--seconds 30] [--threads N]
+    python bench/minchar_compare.py CORPUS.txt [--seconds 30] [--threads N] [--steps-per-call K]
 """
 from __future__ import annotations
 
@@ -112,7 +117,7 @@ def run_minchar(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, An
 # ---------------------------------------------------------------- the same on fastrnn
 
 
-def run_fastrnn(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, Any]:
+def run_fastrnn(data: np.ndarray, V: int, a: argparse.Namespace, steps_per_call: int) -> Dict[str, Any]:
     model = CharRNN(V, hidden_size=a.hidden, num_layers=1, cell="rnn", seed=a.seed,
                     dtype=np.float64 if a.float64 else np.float32)
     opt = Adagrad(model.params, lr=a.lr, clipvalue=5.0)  # min-char-rnn's np.clip(dparam, -5, 5)
@@ -123,14 +128,18 @@ def run_fastrnn(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, An
     state = None
     start = time.perf_counter()
     while time.perf_counter() - start < a.seconds:
-        x, y = loader.next_batch("train")
-        epoch_done = loader.position == 0
-        loss, grads, state = model.loss(x, y, state, reduction="sum")  # as min-char-rnn
-        opt.step(grads)
-        smooth_loss = smooth_loss * 0.999 + loss * 0.001
-        if epoch_done:
+        if steps_per_call == 1:  # one compiled call per step: loss, gradients and update
+            x, y = loader.next_batch("train")
+            loss, state = model.train_step(x, y, opt, state, reduction="sum")  # as min-char-rnn
+            losses = [loss]
+        else:  # steps_per_call steps per call, each from the state the one before left
+            xs, ys = loader.next_batches(steps_per_call)
+            losses, state = model.train_steps(xs, ys, opt, state, reduction="sum")
+        for loss in losses:
+            smooth_loss = smooth_loss * 0.999 + loss * 0.001
+        if loader.position == 0:  # an epoch ended: min-char-rnn starts over from zeros
             state = None
-        n += 1
+        n += len(losses)
     dt = time.perf_counter() - start
     return {"iterations": n, "chars_per_sec": n * seq / dt, "smooth_loss": smooth_loss}
 
@@ -142,6 +151,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="fastrnn kernel threads (default: fastrnn's own, all cores; each kernel "
                         "sizes its team to its work, and a 100-unit stream's steps run on one)")
+    p.add_argument("--steps-per-call", type=int, default=32,
+                   help="steps per train_steps call for the third contender (Keras's steps_per_execution)")
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--seq", type=int, default=25)
     p.add_argument("--lr", type=float, default=0.1)
@@ -160,14 +171,16 @@ def main() -> int:
     print(f"corpus {a.corpus}: {len(text):,} chars, {len(vocab)} distinct; vanilla RNN "
           f"{a.hidden}, seq {a.seq}, batch 1, Adagrad {a.lr:g}, clip +-5; {a.seconds:g} s each",
           flush=True)
-    results = {"min-char-rnn (NumPy)": run_minchar(data, len(vocab), a)}
-    results["fastrnn"] = run_fastrnn(data, len(vocab), a)
+    numpy_name = "min-char-rnn (NumPy)"
+    results = {numpy_name: run_minchar(data, len(vocab), a)}
+    results["fastrnn, train_step"] = run_fastrnn(data, len(vocab), a, 1)
+    results[f"fastrnn, train_steps x{a.steps_per_call}"] = run_fastrnn(data, len(vocab), a, a.steps_per_call)
     print()
-    print(f"{'':22s} {'iterations':>10s} {'chars/s':>10s} {'smooth loss':>12s}")
+    print(f"{'':28s} {'iterations':>10s} {'chars/s':>10s} {'smooth loss':>12s} {'vs NumPy':>9s}")
+    base = results[numpy_name]["chars_per_sec"]
     for name, r in results.items():
-        print(f"{name:22s} {r['iterations']:>10,d} {r['chars_per_sec']:>10,.0f} {r['smooth_loss']:>12.2f}")
-    m, f = results["min-char-rnn (NumPy)"], results["fastrnn"]
-    print(f"\nfastrnn / min-char-rnn: {f['chars_per_sec'] / m['chars_per_sec']:.1f}x the characters per second")
+        print(f"{name:28s} {r['iterations']:>10,d} {r['chars_per_sec']:>10,.0f} {r['smooth_loss']:>12.2f} "
+              f"{r['chars_per_sec'] / base:>8.1f}x")
     return 0
 
 

@@ -731,43 +731,64 @@ std::size_t buffers_of(const UpdateRule& r) {
     }
 }
 
+bool same_shape(const py::array& a, const py::array& b) {
+    return a.ndim() == b.ndim() && std::equal(a.shape(), a.shape() + a.ndim(), b.shape());
+}
+
+// One compiled update's arrays: the parameters p (checked for updating in place), their
+// gradients g (checked against p), and the rule's state buffers, checked here; `list`
+// points into them.
 template <class T>
-void run_optimizer_update(const UpdateRule& rule, const py::list& params, const py::list& grads,
-                          const py::list& state0, const py::list& state1) {
-    const InPlaceList<T> p = in_place_list<T>(params, "params");
-    std::vector<py::array> keep;
-    ParamList<T> a;
-    a.p = p.ptrs;
-    a.n = p.sizes;
-    a.g = read_list<T>(grads, "grads", p, "params", keep);
+struct UpdateArrays {
+    InPlaceList<T> p, s0, s1;
+    ParamList<T> list;
+};
+
+template <class T>
+UpdateArrays<T> update_arrays(const UpdateRule& rule, InPlaceList<T> p, std::vector<const T*> g,
+                              const py::list& state0, const py::list& state1) {
+    UpdateArrays<T> u;
+    u.p = std::move(p);
+    u.list.p = u.p.ptrs;
+    u.list.n = u.p.sizes;
+    u.list.g = std::move(g);
     const std::size_t buffers = buffers_of(rule);
     // The state buffers: one per parameter, shaped like it.
     auto state = [&](const py::list& list, const std::string& name) {
-        if (list.size() != p.keep.size()) {
+        if (list.size() != u.p.keep.size()) {
             throw py::value_error(name + " has " + std::to_string(list.size()) + " arrays but params has " +
-                                  std::to_string(p.keep.size()));
+                                  std::to_string(u.p.keep.size()));
         }
         InPlaceList<T> out = in_place_list<T>(list, name);
         for (std::size_t k = 0; k < out.keep.size(); ++k) {
-            if (shape_of(out.keep[k]) != shape_of(p.keep[k])) {
+            if (!same_shape(out.keep[k], u.p.keep[k])) {
                 throw py::value_error(name + "[" + std::to_string(k) + "] has shape " +
                                       shape_str(shape_of(out.keep[k])) + " but params[" + std::to_string(k) +
-                                      "] has shape " + shape_str(shape_of(p.keep[k])));
+                                      "] has shape " + shape_str(shape_of(u.p.keep[k])));
             }
         }
         return out;
     };
-    InPlaceList<T> s0, s1;
     if (buffers >= 1) {
-        s0 = state(state0, "state0");
-        a.s0 = s0.ptrs;
+        u.s0 = state(state0, "state0");
+        u.list.s0 = u.s0.ptrs;
     }
     if (buffers >= 2) {
-        s1 = state(state1, "state1");
-        a.s1 = s1.ptrs;
+        u.s1 = state(state1, "state1");
+        u.list.s1 = u.s1.ptrs;
     }
+    return u;
+}
+
+template <class T>
+void run_optimizer_update(const UpdateRule& rule, const py::list& params, const py::list& grads,
+                          const py::list& state0, const py::list& state1) {
+    InPlaceList<T> p = in_place_list<T>(params, "params");
+    std::vector<py::array> keep;
+    std::vector<const T*> g = read_list<T>(grads, "grads", p, "params", keep);
+    const UpdateArrays<T> u = update_arrays<T>(rule, std::move(p), std::move(g), state0, state1);
     py::gil_scoped_release release;
-    optimizer_update<T>(rule, a);
+    optimizer_update<T>(rule, u.list);
 }
 
 void optimizer_update_entry(const std::string& kind, const py::list& params, const py::list& grads,
@@ -891,7 +912,7 @@ template <class T>
 py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py::object targets_obj,
                              const py::list& params, const py::list& grads, bool embedding, py::object h0_obj,
                              py::object c0_obj, const py::list& masks, Activation act, bool reset_after,
-                             double row_scale, const FloatArgs& args) {
+                             double row_scale, const FloatArgs& args, const py::object& update) {
     const idx per_layer = spec.has_bh ? 4 : 3;
     const idx fixed = (embedding ? 1 : 0) + 2;
     const idx count = idx(params.size());
@@ -944,17 +965,22 @@ py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py:
         }
     }
 
-    if (ids_raw.ndim() != 2) {
-        throw py::value_error("inputs must be 2-D (N, T), got shape " + shape_str(shape_of(ids_raw)));
+    // inputs (N,T), one chunk; or (K,N,T), K consecutive chunks of the same N streams.
+    const bool chunked = ids_raw.ndim() == 3;
+    if (ids_raw.ndim() != 2 && !chunked) {
+        throw py::value_error("inputs must be 2-D (N, T) or 3-D (K, N, T), got shape " + shape_str(shape_of(ids_raw)));
     }
-    const idx N = ids_raw.shape(0), Tn = ids_raw.shape(1);
+    const idx K = chunked ? ids_raw.shape(0) : 1;
+    const idx N = ids_raw.shape(chunked ? 1 : 0), Tn = ids_raw.shape(chunked ? 2 : 1);
+    const std::vector<idx> ids_shape = chunked ? std::vector<idx>{K, N, Tn} : std::vector<idx>{N, Tn};
+    const std::string ids_doc = chunked ? "(K, N, T)" : "(N, T)";
     const auto all = [](idx) { return true; };
     const py::array_t<std::int64_t> ids = checked_ids(ids_raw, "inputs", V, "", all);
     const py::array targets_raw = as_array(targets_obj, "targets");
     if (!is_int_dtype(targets_raw)) {
         throw py::type_error("targets must be an integer array, got dtype " + dtype_str(targets_raw));
     }
-    expect_shape(targets_raw, "targets", {N, Tn}, "(N, T)");
+    expect_shape(targets_raw, "targets", ids_shape, ids_doc);
     const py::array_t<std::int64_t> targets = checked_ids(targets_raw, "targets", V, "", all);
 
     auto state = [&](py::object obj, const std::string& name) {
@@ -966,14 +992,18 @@ py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py:
     const py::array h0 = state(h0_obj, "h0");
     const py::array c0 = spec.has_c ? state(c0_obj, "c0") : py::array();
     if (!spec.has_c && !c0_obj.is_none()) throw py::value_error("c0 is only defined for the LSTM");
-    if (!masks.empty() && idx(masks.size()) != L - 1) {
-        throw py::value_error("masks must be empty or hold L - 1 = " + std::to_string(L - 1) + " arrays, got " +
-                              std::to_string(masks.size()));
+    // Dropout masks: (L - 1) per chunk, chunk by chunk, or none.
+    const idx mask_count = K * (L - 1);
+    if (!masks.empty() && idx(masks.size()) != mask_count) {
+        throw py::value_error("masks must be empty or hold " + std::string(chunked ? "K * (L - 1) = " : "L - 1 = ") +
+                              std::to_string(mask_count) + " arrays, got " + std::to_string(masks.size()));
     }
     std::vector<py::array> mk;
+    std::vector<std::vector<const T*>> chunk_masks(masks.empty() ? 0 : std::size_t(K));
     for (std::size_t k = 0; k < masks.size(); ++k) {
         mk.push_back(FloatArgs::contiguous<T>(args.take(masks[k], item_name("masks", long(k)))));
         expect_shape(mk.back(), item_name("masks", long(k)), {N, Tn, H}, "(N, T, H)");
+        chunk_masks[k / std::size_t(L - 1)].push_back(ptr<T>(mk.back()));
     }
     py::array hT = empty<T>({L, N, H});
     py::array cT = spec.has_c ? empty<T>({L, N, H}) : py::array();
@@ -993,7 +1023,6 @@ py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py:
         layer.dbh = spec.has_bh ? g.ptrs[k + 3] : nullptr;
         layer.h0 = ptr<T>(h0) + l * N * H;
         layer.c0 = spec.has_c ? ptr<T>(c0) + l * N * H : nullptr;
-        layer.mask = mk.empty() || l == L - 1 ? nullptr : ptr<T>(mk[std::size_t(l)]);
         layer.hT = mut<T>(hT) + l * N * H;
         layer.cT = spec.has_c ? mut<T>(cT) + l * N * H : nullptr;
         m.layers.push_back(layer);
@@ -1001,17 +1030,69 @@ py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py:
     m.Wy = ptr<T>(Wy), m.by = ptr<T>(p[std::size_t(count - 1)]);
     m.dWy = g.ptrs[std::size_t(count - 2)], m.dby = g.ptrs[std::size_t(count - 1)];
     m.row_scale = T(row_scale);
-    double loss;
+
+    // The optimizer's step on the same parameters after each chunk's gradients: a tuple
+    // (rule, state0, state1, coef) as optimizer_update takes them (with K chunks, coef is a
+    // list of K dicts, one per step), or None.
+    std::vector<UpdateRule> rules;
+    UpdateArrays<T> u;
+    if (!update.is_none()) {
+        const py::tuple args_u = py::cast<py::tuple>(update);
+        if (args_u.size() != 4) throw py::value_error("update must be (rule, state0, state1, coef)");
+        const std::string kind = py::cast<std::string>(args_u[0]);
+        if (chunked) {
+            const py::list coefs = py::cast<py::list>(args_u[3]);
+            if (idx(coefs.size()) != K) {
+                throw py::value_error("update's coef must be a list of K = " + std::to_string(K) + " dicts, got " +
+                                      std::to_string(coefs.size()));
+            }
+            for (const py::handle c : coefs) rules.push_back(parse_rule(kind, py::cast<py::dict>(c)));
+        } else {
+            rules.push_back(parse_rule(kind, py::cast<py::dict>(args_u[3])));
+        }
+        InPlaceList<T> in_place;  // the parameters as read above, which must be the arrays given
+        for (idx k = 0; k < count; ++k) {
+            py::array& a = p[std::size_t(k)];
+            const py::handle given = params[std::size_t(k)];
+            const bool same = py::isinstance<py::array>(given) && py::reinterpret_borrow<py::array>(given).data() == a.data();
+            if (!same || !a.writeable()) {
+                in_place_array<T>(given, "params", long(k));  // raises, naming the problem
+                throw py::value_error(item_name("params", long(k)) + " cannot be updated in place");
+            }
+            in_place.ptrs.push_back(mut<T>(a));
+            in_place.sizes.push_back(a.size());
+            in_place.keep.push_back(a);
+        }
+        std::vector<const T*> grad_ptrs(g.ptrs.begin(), g.ptrs.end());
+        const UpdateRule any_rule = rules.empty() ? parse_rule(kind, py::dict()) : rules.front();  // K = 0: none runs
+        u = update_arrays<T>(any_rule, std::move(in_place), std::move(grad_ptrs), py::cast<py::list>(args_u[1]),
+                             py::cast<py::list>(args_u[2]));
+        m.update_arrays = u.list;
+    }
+    if (!chunked) {
+        for (idx l = 0; !chunk_masks.empty() && l < L - 1; ++l) {
+            m.layers[std::size_t(l)].mask = chunk_masks[0][std::size_t(l)];
+        }
+        m.update = rules.empty() ? nullptr : &rules.front();
+        double loss;
+        {
+            py::gil_scoped_release release;
+            loss = language_model_loss<T>(m);
+        }
+        return py::make_tuple(loss, hT, spec.has_c ? py::object(cT) : py::none());
+    }
+    py::array_t<double> losses(std::vector<py::ssize_t>{py::ssize_t(K)});
     {
         py::gil_scoped_release release;
-        loss = language_model_loss<T>(m);
+        language_model_chunks<T>(m, K, chunk_masks, rules, losses.mutable_data());
     }
-    return py::make_tuple(loss, hT, spec.has_c ? py::object(cT) : py::none());
+    return py::make_tuple(losses, hT, spec.has_c ? py::object(cT) : py::none());
 }
 
 py::tuple language_model_entry(const std::string& cell, py::object inputs, py::object targets, const py::list& params,
                                const py::list& grads, bool embedding, py::object h0, py::object c0,
-                               const py::list& masks, py::object nonlinearity, bool reset_after, double row_scale) {
+                               const py::list& masks, py::object nonlinearity, bool reset_after, double row_scale,
+                               const py::object& update) {
     const CellSpec spec = cell_spec(cell);
     if (params.empty()) throw py::value_error("params is empty");
     const FloatArgs args(as_array(params[0], "params[0]"), "params[0]");
@@ -1022,10 +1103,10 @@ py::tuple language_model_entry(const std::string& cell, py::object inputs, py::o
     const Activation act = parse_nonlinearity(nonlinearity);
     if (args.is_double()) {
         return run_language_model<double>(spec, ids_raw, targets, params, grads, embedding, h0, c0, masks, act,
-                                          reset_after, row_scale, args);
+                                          reset_after, row_scale, args, update);
     }
     return run_language_model<float>(spec, ids_raw, targets, params, grads, embedding, h0, c0, masks, act,
-                                     reset_after, row_scale, args);
+                                     reset_after, row_scale, args, update);
 }
 
 Isa parse_isa(const std::string& name) {
@@ -1076,8 +1157,12 @@ PYBIND11_MODULE(_core, m) {
           "dW[ids[m]] += dout[m] for m in order, in place; ids (M,), dout (M,D), dW (V,D).");
     m.def("language_model_loss", &language_model_entry, py::arg("cell"), py::arg("inputs"), py::arg("targets"),
           py::arg("params"), py::arg("grads"), py::arg("embedding"), py::arg("h0"), py::arg("c0"), py::arg("masks"),
-          py::arg("nonlinearity"), py::arg("reset_after"), py::arg("row_scale"),
-          "A language model's loss sum and gradients (grads written in place) -> (loss, hT, cT or None).");
+          py::arg("nonlinearity"), py::arg("reset_after"), py::arg("row_scale"), py::arg("update") = py::none(),
+          "A language model's loss sum and gradients (grads written in place) -> (loss, hT, cT or None). "
+          "With update = (rule, state0, state1, coef), optimizer_update's arguments but for params and grads, "
+          "the same call then updates the parameters. inputs and targets (K, N, T) train K consecutive chunks, "
+          "each from the previous one's final state (masks: K * (L - 1) arrays; coef: K dicts) -> "
+          "(losses (K,), hT, cT or None).");
     m.def("head_runs_beside_cells",
           [](const std::string& cell, idx N, idx T, idx H) { return head_runs_beside_cells(cell_spec(cell).cell, N, T, H); },
           py::arg("cell"), py::arg("N"), py::arg("T"), py::arg("H"),

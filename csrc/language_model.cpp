@@ -195,12 +195,21 @@ double language_model_loss(const LanguageModel<T>& m) {
         chain.head_all();
         chain.head_weight_grads();
         chain.backward_layers();
+        if (m.update != nullptr) optimizer_update(*m.update, m.update_arrays);
     };
     if (!head_runs_beside_cells(m.kind.cell, m.N, m.steps, m.H)) {
         serially();
         return chain.loss();
     }
-    Progress top_steps, head_done;
+    // With an update, the head's own parameters (Wy and by, last) are updated as soon as
+    // their gradients are, during backward; the rest is shared once backward ends.
+    idx total = 0;
+    for (idx n : m.update_arrays.n) total += n;
+    const idx head = total - (m.H * m.V + m.V), half = head / 2;
+    const auto update = [&](idx begin, idx end) {
+        if (m.update != nullptr) optimizer_update_range(*m.update, m.update_arrays, begin, end);
+    };
+    Progress top_steps, head_done, cells_done;
     bool beside = true;
     run_team(2, [&] {
         if (team_size() < 2) {  // the runtime gave one thread (inside another team, say)
@@ -212,6 +221,8 @@ double language_model_loss(const LanguageModel<T>& m) {
                 for (idx l = 0; l < L; ++l) chain.forward_layer(l, l == L - 1 ? &top_steps : nullptr);
                 head_done.wait_for(1);
                 chain.backward_layers();
+                cells_done.publish(1);
+                update(0, half);
             });
         } else {
             run_team(1, [&] {
@@ -225,6 +236,11 @@ double language_model_loss(const LanguageModel<T>& m) {
                 }
                 head_done.publish(1);
                 chain.head_weight_grads();
+                update(head, total);
+                if (m.update != nullptr) {
+                    cells_done.wait_for(1);
+                    update(half, head);
+                }
             });
         }
     });
@@ -232,7 +248,49 @@ double language_model_loss(const LanguageModel<T>& m) {
     return chain.loss();
 }
 
+template <class T>
+void language_model_chunks(const LanguageModel<T>& m, idx K, const std::vector<std::vector<const T*>>& masks,
+                           const std::vector<UpdateRule>& rules, double* losses) {
+    const idx L = idx(m.layers.size()), NH = m.N * m.H, NT = m.N * m.steps;
+    const bool lstm = m.kind.cell == Cell::lstm;
+    // Chunk k writes its final state into one of two buffers and chunk k+1 starts from it:
+    // a chunk reads its initial state until its backward ends.
+    Buffer<T> states[2] = {Buffer<T>(2 * L * NH), Buffer<T>(2 * L * NH)};  // h (L,N,H), then c
+    LanguageModel<T> chunk = m;
+    for (idx k = 0; k < K; ++k) {
+        chunk.ids = m.ids + k * NT;
+        chunk.targets = m.targets + k * NT;
+        chunk.update = rules.empty() ? nullptr : &rules[std::size_t(k)];
+        T* out = states[k % 2].data();
+        for (idx l = 0; l < L; ++l) {
+            LanguageModelLayer<T>& layer = chunk.layers[std::size_t(l)];
+            const LanguageModelLayer<T>& given = m.layers[std::size_t(l)];
+            layer.mask = masks.empty() || l == L - 1 ? nullptr : masks[std::size_t(k)][std::size_t(l)];
+            if (k > 0) {
+                const T* in = states[(k - 1) % 2].data();
+                layer.h0 = in + l * NH;
+                layer.c0 = lstm ? in + (L + l) * NH : nullptr;
+            }
+            const bool last = k == K - 1;
+            layer.hT = last ? given.hT : out + l * NH;
+            layer.cT = !lstm ? nullptr : last ? given.cT : out + (L + l) * NH;
+        }
+        losses[k] = language_model_loss(chunk);
+    }
+    for (idx l = 0; K == 0 && l < L; ++l) {  // no chunk: the final state is the initial one
+        const LanguageModelLayer<T>& layer = m.layers[std::size_t(l)];
+        std::copy(layer.h0, layer.h0 + NH, layer.hT);
+        if (lstm) std::copy(layer.c0, layer.c0 + NH, layer.cT);
+    }
+}
+
 template double language_model_loss<float>(const LanguageModel<float>&);
 template double language_model_loss<double>(const LanguageModel<double>&);
+template void language_model_chunks<float>(const LanguageModel<float>&, idx,
+                                           const std::vector<std::vector<const float*>>&,
+                                           const std::vector<UpdateRule>&, double*);
+template void language_model_chunks<double>(const LanguageModel<double>&, idx,
+                                            const std::vector<std::vector<const double*>>&,
+                                            const std::vector<UpdateRule>&, double*);
 
 }  // namespace fastrnn

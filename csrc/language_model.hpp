@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cells.hpp"
+#include "training.hpp"
 
 namespace fastrnn {
 
@@ -34,11 +35,26 @@ struct LanguageModel {
     const T *Wy, *by;                  // (H,V), (V,)
     T *dWy, *dby;                      // gradients, overwritten
     T row_scale;                       // dscores = (softmax - onehot) * row_scale
+    // Optionally, an optimizer's step once the gradients are formed: `update_arrays` holds
+    // the parameters in the order [E] + per layer [Wx, Wh, b(, bh)] + [Wy, by], their
+    // gradients (the arrays above) and the rule's state.
+    const UpdateRule* update = nullptr;
+    ParamList<T> update_arrays;
 };
 
-// Returns the sum of the N*T cross-entropies (not scaled) and writes every gradient.
+// Returns the sum of the N*T cross-entropies (not scaled) and writes every gradient; with
+// `update`, then updates the parameters (the bits of optimizer_update after the call).
 template <class T>
 double language_model_loss(const LanguageModel<T>& m);
+
+// K consecutive chunks of the same N streams, trained one after the other: chunk k is
+// language_model_loss on ids and targets (K,N,T) at k, with masks[k] (L-1 per-layer masks,
+// or none) and rules[k] (or no update when rules is empty), starting from the final state
+// of chunk k-1 (chunk 0 from the layers' h0, c0) as truncated BPTT carries it. losses (K,)
+// receive the chunks' sums; the layers' hT, cT the last chunk's final state.
+template <class T>
+void language_model_chunks(const LanguageModel<T>& m, idx K, const std::vector<std::vector<const T*>>& masks,
+                           const std::vector<UpdateRule>& rules, double* losses);
 
 // Whether language_model_loss, with the current thread settings, runs the head (scores,
 // loss, their gradients) on a second thread beside the cells, step by step as the top

@@ -5,6 +5,7 @@
 // result. These loops are memory-bound: one fused pass reads each of p, g and the state
 // once, where the NumPy formulation makes a temporary per operation.
 #include <cmath>
+#include <type_traits>
 
 #include "training.hpp"
 
@@ -23,17 +24,22 @@ idx total_of(const std::vector<idx>& n) {
     return total;
 }
 
-// Calls f(k, i0, i1) for the pieces [i0, i1) of array k in this member's share of the
+// Calls f(k, i0, i1) for the pieces [i0, i1) of array k in the range `mine` of the
 // arrays laid end to end.
 template <class F>
-void for_my_pieces(const std::vector<idx>& n, idx total, F&& f) {
-    const Range mine = my_share(total);
+void for_pieces(const std::vector<idx>& n, Range mine, F&& f) {
     idx offset = 0;
     for (std::size_t k = 0; k < n.size(); ++k) {
         const idx lo = std::max(mine.begin, offset), hi = std::min(mine.end, offset + n[k]);
         if (lo < hi) f(k, lo - offset, hi - offset);
         offset += n[k];
     }
+}
+
+// The same for this team member's share of the `total` elements.
+template <class F>
+void for_my_pieces(const std::vector<idx>& n, idx total, F&& f) {
+    for_pieces(n, my_share(total), f);
 }
 
 // What a rule does to a gradient element before using it (UpdateRule::clip_value and
@@ -117,32 +123,45 @@ double cost_of(const UpdateRule& rule) {
 }
 
 template <GradOp OP, class T>
-void update_with(const UpdateRule& rule, const ParamList<T>& a, T gv) {
-    const idx total = total_of(a.n);
-    run_team_or_inline(threads_for(cost_of(rule) * double(total)), [&] {
-        for_my_pieces(a.n, total, [&](std::size_t k, idx i0, idx i1) {
-            T* s0 = a.s0.empty() ? nullptr : a.s0[k];
-            switch (rule.kind) {
-                case UpdateRule::sgd: sgd<OP>(rule, gv, a.p[k], a.g[k], s0, i0, i1); break;
-                case UpdateRule::adagrad: adagrad<OP>(rule, gv, a.p[k], a.g[k], s0, i0, i1); break;
-                case UpdateRule::rmsprop: rmsprop<OP>(rule, gv, a.p[k], a.g[k], s0, i0, i1); break;
-                case UpdateRule::adam: adam<OP>(rule, gv, a.p[k], a.g[k], s0, a.s1[k], i0, i1); break;
-            }
-        });
+void update_range(const UpdateRule& rule, const ParamList<T>& a, T gv, Range range) {
+    for_pieces(a.n, range, [&](std::size_t k, idx i0, idx i1) {
+        T* s0 = a.s0.empty() ? nullptr : a.s0[k];
+        switch (rule.kind) {
+            case UpdateRule::sgd: sgd<OP>(rule, gv, a.p[k], a.g[k], s0, i0, i1); break;
+            case UpdateRule::adagrad: adagrad<OP>(rule, gv, a.p[k], a.g[k], s0, i0, i1); break;
+            case UpdateRule::rmsprop: rmsprop<OP>(rule, gv, a.p[k], a.g[k], s0, i0, i1); break;
+            case UpdateRule::adam: adam<OP>(rule, gv, a.p[k], a.g[k], s0, a.s1[k], i0, i1); break;
+        }
     });
+}
+
+// Calls f(op, gv) with the rule's gradient transform as a compile-time GradOp.
+template <class T, class F>
+void with_grad_op(const UpdateRule& rule, F&& f) {
+    if (rule.clip_value > 0) {
+        f(std::integral_constant<GradOp, GradOp::clamp>{}, T(rule.clip_value));
+    } else if (rule.grad_scale != 1) {
+        f(std::integral_constant<GradOp, GradOp::scale>{}, T(rule.grad_scale));
+    } else {
+        f(std::integral_constant<GradOp, GradOp::as_is>{}, T(1));
+    }
 }
 
 }  // namespace
 
 template <class T>
 void optimizer_update(const UpdateRule& rule, const ParamList<T>& a) {
-    if (rule.clip_value > 0) {
-        update_with<GradOp::clamp>(rule, a, T(rule.clip_value));
-    } else if (rule.grad_scale != 1) {
-        update_with<GradOp::scale>(rule, a, T(rule.grad_scale));
-    } else {
-        update_with<GradOp::as_is>(rule, a, T(1));
-    }
+    const idx total = total_of(a.n);
+    with_grad_op<T>(rule, [&](auto op, T gv) {
+        run_team_or_inline(threads_for(cost_of(rule) * double(total)), [&] {
+            update_range<decltype(op)::value>(rule, a, gv, my_share(total));
+        });
+    });
+}
+
+template <class T>
+void optimizer_update_range(const UpdateRule& rule, const ParamList<T>& a, idx begin, idx end) {
+    with_grad_op<T>(rule, [&](auto op, T gv) { update_range<decltype(op)::value>(rule, a, gv, {begin, end}); });
 }
 
 // Chunks of a fixed size, each summed with eight running sums, then the chunk sums added
@@ -201,6 +220,7 @@ void clamp_all(const std::vector<T*>& a, const std::vector<idx>& n, T limit) {
 
 #define FASTRNN_INSTANTIATE(T)                                                                  \
     template void optimizer_update<T>(const UpdateRule&, const ParamList<T>&);                  \
+    template void optimizer_update_range<T>(const UpdateRule&, const ParamList<T>&, idx, idx);  \
     template double sum_of_squares<T>(const std::vector<const T*>&, const std::vector<idx>&);   \
     template void scale_all<T>(const std::vector<T*>&, const std::vector<idx>&, T);              \
     template void clamp_all<T>(const std::vector<T*>&, const std::vector<idx>&, T);

@@ -42,6 +42,10 @@ struct ParamList {
 
 template <class T>
 void optimizer_update(const UpdateRule& rule, const ParamList<T>& params);
+// The same for elements [begin, end) of the arrays laid end to end, on the calling thread
+// (a team member's part in a schedule of its own).
+template <class T>
+void optimizer_update_range(const UpdateRule& rule, const ParamList<T>& params, idx begin, idx end);
 
 // The sum of squares of all arrays' elements in float64, in a fixed order.
 template <class T>

@@ -402,6 +402,27 @@ class CharBatches:
         self._next[split] = (k + 1) % nb
         return self.batch(split, k)
 
+    def next_batches(self, count: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The next ``count`` train batches at once, x, y int32 (K, batch_size, seq_length),
+        for :meth:`CharRNN.train_steps`: the batches ``count`` calls of :meth:`next_batch`
+        would give, except that they stop at the end of the epoch (K < ``count``; then
+        :attr:`position` is 0, the point to reset a carried state)."""
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise ValueError(f"CharBatches.next_batches: count must be an int >= 1, got {count!r}")
+        nb = self._check_split("train")
+        k0 = self.position
+        k1 = min(nb, k0 + int(count))
+        if k1 == nb:
+            self.position = 0
+            self.epoch += 1
+        else:
+            self.position = k1
+        B, T = self.batch_size, self.seq_length
+        s = slice(k0 * T, k1 * T)
+        x = self._x["train"][:, s].reshape(B, k1 - k0, T).transpose(1, 0, 2)
+        y = self._y["train"][:, s].reshape(B, k1 - k0, T).transpose(1, 0, 2)
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
     def reset_batch_pointer(self, split: str) -> None:
         """Restart ``split`` at its first batch (for "train": the start of the current epoch)."""
         self._check_split(split)

@@ -46,6 +46,11 @@ def _log_softmax(logits: Array) -> Array:
 # ----------------------------------------------------------------------------- CharRNN
 
 
+def _check_optimizer(optimizer: Any) -> None:
+    if not hasattr(optimizer, "_fused_step"):
+        raise TypeError(f"optimizer must be a fastrnn.optim optimizer, got {type(optimizer).__name__}")
+
+
 class CharRNN:
     """Character-level language model: input encoding -> stacked RNN/LSTM/GRU -> affine to
     the vocabulary -> softmax, trained with the mean cross-entropy per character.
@@ -105,6 +110,7 @@ class CharRNN:
         # (full name, layer, key) of every parameter, in the compiled loss's order:
         # [embed.W] + per layer [Wx, Wh, b(, bh)] + [head.W, head.b].
         self._slots = [(f"{prefix}.{key}", layer, key) for prefix, layer in self._layers() for key in layer.params]
+        self._names = [full for full, _, _ in self._slots]
         self.params: Dict[str, Array] = {full: layer.params[key] for full, layer, key in self._slots}
         self.grads: Dict[str, Array] = {full: layer.grads[key] for full, layer, key in self._slots}
 
@@ -258,30 +264,98 @@ class CharRNN:
         ``self.grads``, overwritten by this call (the same arrays every call);
         ``final_state`` is a new array (or (h, c)) to pass as the next chunk's ``state``.
         """
+        total, denom, state = self._compiled_loss(inputs, targets, state, reduction)  # type: ignore[misc]
+        return total / denom, self.grads, state
+
+    def train_step(
+        self, inputs: Any, targets: Any, optimizer: Any, state: Optional[State] = None, reduction: str = "mean"
+    ) -> Tuple[float, State]:
+        """One training step: :meth:`loss`, then ``optimizer.step(self.grads)``, with the
+        same results bit for bit, as one compiled call when it can be.
+
+        Arguments as for :meth:`loss`; ``optimizer`` is a ``fastrnn.optim`` optimizer. The
+        call is single when the optimizer updates exactly this model's ``params`` and
+        clips by value or not at all (``global_clipnorm`` needs every gradient before any
+        update, and takes the two calls), which saves a small model's step a fair share of
+        its time. Returns (loss, final_state); ``grads`` holds the gradients (unclipped).
+        """
+        _check_optimizer(optimizer)
+        done = self._compiled_loss(inputs, targets, state, reduction, optimizer, chunks=False)
+        if done is None:
+            loss, grads, state = self.loss(inputs, targets, state, reduction)
+            optimizer.step(grads)
+            return loss, state
+        total, denom, state = done
+        return total / denom, state
+
+    def train_steps(
+        self, inputs: Any, targets: Any, optimizer: Any, state: Optional[State] = None, reduction: str = "mean"
+    ) -> Tuple[Array, State]:
+        """K training steps in one call: :meth:`train_step` on ``inputs[k], targets[k]``
+        for k = 0 ... K-1, each starting from the final state of the one before (truncated
+        BPTT over K consecutive chunks of the same N streams), with the same bits.
+
+        inputs, targets: (K, N, T) token ids. This is Keras's ``steps_per_execution``: the
+        interpreter runs once per K steps instead of once per step, which for a small
+        model (min-char-rnn's, say) is a large part of a step's time. Returns (losses (K,)
+        float64, final_state); ``grads`` holds the last step's gradients.
+        """
+        _check_optimizer(optimizer)
+        done = self._compiled_loss(inputs, targets, state, reduction, optimizer, chunks=True)
+        if done is None:  # no single call can run this optimizer's steps: K pairs of calls
+            ids = _int_array("inputs", inputs, None, "(K, N, T)")
+            if ids.ndim != 3:
+                raise ValueError(f"inputs must have shape (K, N, T), got {ids.shape}")
+            y = _int_array("targets", targets, ids.shape, "(K, N, T)")
+            losses = np.empty(ids.shape[0])
+            for k in range(ids.shape[0]):
+                losses[k], state = self.train_step(ids[k], y[k], optimizer, state, reduction)
+            return losses, state
+        total, denom, state = done
+        return total / denom, state
+
+    def _compiled_loss(
+        self, inputs: Any, targets: Any, state: Optional[State], reduction: str, optimizer: Any = None,
+        chunks: bool = False,
+    ) -> Optional[Tuple[Any, int, State]]:
+        """The compiled loss call behind :meth:`loss`, :meth:`train_step` (with
+        ``optimizer``) and :meth:`train_steps` (``chunks``: inputs (K, N, T)). Returns
+        (summed loss, or the K chunks' sums, the reduction's divisor, final state); None,
+        with nothing run, when an optimizer is given whose step the call cannot run."""
         # One compiled call runs forward, loss and backward (the kernels forward() and
         # backward() run, in the same order), so a small model's step is not spent in
         # Python. The layers keep no cache from it: call forward() to backpropagate by hand.
         params, grads = self._sync()
-        ids = _int_array("inputs", inputs, None, "(N, T)")  # the kernel checks the ids' range
-        if ids.ndim != 2:
-            raise ValueError(f"inputs must have shape (N, T), got {ids.shape}")
-        N, T = ids.shape
-        y = _int_array("targets", targets, (N, T), "(N, T)")
+        if optimizer is not None and not optimizer._fusable(self._names, params):
+            return None
+        doc = "(K, N, T)" if chunks else "(N, T)"
+        ids = _int_array("inputs", inputs, None, doc)  # the kernel checks the ids' range
+        if ids.ndim != (3 if chunks else 2):
+            raise ValueError(f"inputs must have shape {doc}, got {ids.shape}")
+        K = ids.shape[0] if chunks else 1
+        N, T = ids.shape[-2:]
+        y = _int_array("targets", targets, ids.shape, doc)
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         denom = max({"mean": N * T, "batchmean": N, "sum": 1}[reduction], 1)  # 1 when N*T is 0
         h0, c0 = self.rnn._split_state("state", state, N)
         rnn = self.rnn
         masks = (
-            [rnn._dropout_mask((N, T, self.hidden_size)) for _ in range(self.num_layers - 1)]
+            [rnn._dropout_mask((N, T, self.hidden_size)) for _ in range(K * (self.num_layers - 1))]
             if rnn.training and rnn.dropout > 0
             else []
         )
-        total, hT, cT = _core.language_model_loss(
-            self.cell, ids, y, params, grads, self.embed is not None,
-            h0, c0, masks, rnn.nonlinearity, rnn.reset_after, 1.0 / denom,
-        )
-        return total / denom, self.grads, (hT, cT) if self.cell == "lstm" else hT
+        update = None if optimizer is None else optimizer._fused_step(self._names, K if chunks else None)
+        try:
+            total, hT, cT = _core.language_model_loss(
+                self.cell, ids, y, params, grads, self.embed is not None,
+                h0, c0, masks, rnn.nonlinearity, rnn.reset_after, 1.0 / denom, update,
+            )
+        except (TypeError, ValueError):
+            if update is not None:
+                optimizer.t -= K  # nothing was updated: the call checks everything first
+            raise
+        return total, denom, (hT, cT) if self.cell == "lstm" else hT
 
     def step(self, token_ids: Any, state: Optional[State] = None) -> Tuple[Array, State]:
         """One timestep for sampling, without dropout and without touching the cache of

@@ -48,7 +48,8 @@ then on::
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+import operator
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -232,6 +233,32 @@ class Optimizer:
             elif "grad_scale" in coef:
                 g = g * g.dtype.type(coef["grad_scale"])
             self._reference(self.params[k], g, {b: self.state[b][k] for b in self._buffers})
+
+    def _fusable(self, names: Sequence[str], params: Sequence[np.ndarray]) -> bool:
+        """Whether a kernel that forms the gradients of ``params`` (this optimizer's arrays
+        ``names``, in that order) can run this step itself: not with other parameters,
+        several compiled groups, or global_clipnorm, whose norm needs every gradient
+        before any update."""
+        if self.global_clipnorm is not None or self._reference_names or len(self._compiled_names) != 1:
+            return False
+        return len(names) == len(self.params) and all(map(operator.is_, map(self.params.get, names), params))
+
+    def _fused_step(self, names: Sequence[str], steps: Optional[int] = None) -> Tuple[Any, ...]:
+        """For such a kernel (see :meth:`_fusable`), the compiled update's arguments (rule,
+        state0, state1, coef), with the step count advanced: coef is the next step's dict,
+        or with ``steps`` a list of the next ``steps`` steps' dicts. Undo with ``t -= 1``
+        (``t -= steps``) if the call fails."""
+
+        def advance() -> Dict[str, Any]:
+            self.t += 1
+            coef = self._coef()
+            if self.clipvalue is not None:
+                coef["clip_value"] = self.clipvalue
+            return coef
+
+        coef: Any = advance() if steps is None else [advance() for _ in range(steps)]
+        state = [list(map(self.state[b].__getitem__, names)) for b in self._buffers] + [[], []]
+        return self._rule, state[0], state[1], coef
 
     def _clipping(self, grads: Mapping[str, np.ndarray]) -> Dict[str, float]:
         """The compiled update's gradient transform: ``clip_value`` or ``grad_scale``."""
