@@ -15,7 +15,7 @@
 #
 # Runs: tests/test_parity.py without its hypothesis test, tests/test_api_errors.py,
 # tests/test_fuzz.py, tests/test_training_kernels.py, tests/test_token_ids.py and
-# tests/test_language_model.py. On the
+# tests/test_language_model.py and tests/test_train_step.py. On the
 # 2-vCPU development machine: about 1 min to build from scratch (venv included), then
 # about 20 s of tests; an incremental rebuild takes seconds.
 #
@@ -136,7 +136,7 @@ set +e
 LD_PRELOAD="$PRELOAD" "$VENV/bin/pytest" -q -rfE --capture=sys -p no:cacheprovider -p no:faulthandler \
     tests/test_parity.py -k "not random_shapes" \
     tests/test_api_errors.py tests/test_fuzz.py tests/test_training_kernels.py tests/test_token_ids.py \
-    tests/test_language_model.py \
+    tests/test_language_model.py tests/test_train_step.py \
     ${FASTRNN_SANITIZE_PYTEST:-} 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
