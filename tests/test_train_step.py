@@ -232,3 +232,39 @@ def test_next_batches_are_next_batch_s_and_stop_at_the_end_of_the_epoch():
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="count"):
             ours.next_batches(bad)
+
+
+def test_train_steps_from_several_python_threads_give_each_model_its_own_bits():
+    """Four threads train four models at once (the GIL is released inside the call, and
+    each call may run its head beside the cells): each ends as it would alone."""
+    import threading
+
+    before = _core.min_flops_per_thread()
+    previous = fastrnn.get_num_threads()
+    _core.set_min_flops_per_thread(1 << 15)
+    fastrnn.set_num_threads(2)
+    try:
+        def train(seed: int):
+            model = CharRNN(40, hidden_size=64, num_layers=1, cell="rnn", seed=seed)
+            opt = Adagrad(model.params, lr=0.1, clipvalue=5.0)
+            rng = np.random.default_rng(seed)
+            x, y = rng.integers(40, size=(8, 1, 20)), rng.integers(40, size=(8, 1, 20))
+            state = None
+            for _ in range(10):
+                losses, state = model.train_steps(x, y, opt, state, reduction="sum")
+            return losses, {k: p.copy() for k, p in model.params.items()}
+
+        alone = [train(seed) for seed in range(4)]
+        together: list = [None] * 4
+        threads = [threading.Thread(target=lambda s=s: together.__setitem__(s, train(s))) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        for (l1, p1), (l2, p2) in zip(alone, together):
+            np.testing.assert_array_equal(l1, l2)
+            for k in p1:
+                np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
+    finally:
+        _core.set_min_flops_per_thread(before)
+        fastrnn.set_num_threads(previous)
