@@ -183,10 +183,37 @@ struct Kernel {
         }
     }
 
+    // One row of A times kc rows of a B read in place (full panels, adjacent in its rows):
+    // each row of B is streamed whole across the columns, a long run the prefetchers
+    // follow, into sums kept in `acc` (L1) instead of registers. Column by column this is
+    // tile<1, U>'s arithmetic: a sum from zero over the kc rows in order, then added to C.
+    static constexpr idx STREAM_COLS = 1024;  // acc: 4 KiB (float) or 8 KiB (double)
+    static void row_stream(idx kc, const T* a, idx acs, const T* b, idx b_row, idx n, T* c, bool accumulate) {
+        alignas(64) T acc[STREAM_COLS];
+        for (idx j0 = 0; j0 < n; j0 += STREAM_COLS) {
+            const idx cols = min_idx(STREAM_COLS, n - j0);  // a multiple of W
+            for (idx j = 0; j < cols; j += W) V::store(acc + j, V::zero());
+            for (idx k = 0; k < kc; ++k) {
+                const R ak = V::bcast(a[k * acs]);
+                const T* bk = b + k * b_row + j0;
+                for (idx j = 0; j < cols; j += W) V::store(acc + j, V::fma(ak, V::load(bk + j), V::load(acc + j)));
+            }
+            T* cj = c + j0;
+            for (idx j = 0; j < cols; j += W) {
+                V::store(cj + j, accumulate ? V::add(V::load(acc + j), V::load(cj + j)) : V::load(acc + j));
+            }
+        }
+    }
+
     static void compute(MatRef<T> A, idx i0, idx i1, idx k0, idx kc, const T* b0, idx b_row,
                         idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
                         T* a_tiles, bool a_ready) {
         const idx m = i1 - i0;
+        if (m == 1 && b_panel == NR && p1 * NR <= N) {  // full panels of a B read in place
+            row_stream(kc, A.p + i0 * A.rs + k0 * A.cs, A.cs, b0, b_row, (p1 - p0) * NR, C + i0 * ldc + p0 * NR,
+                       accumulate);
+            return;
+        }
         if (m <= 2) {  // A read in place; every panel in wide tiles, the edge one too
             const T* a = A.p + i0 * A.rs + k0 * A.cs;
             for (idx p = p0; p < p1; p += WIDE) {

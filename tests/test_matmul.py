@@ -56,6 +56,21 @@ def test_transposed_b_gives_the_bits_of_its_contiguous_copy(isa, K, N, dtype):
     np.testing.assert_array_equal(matmul(a, bt.T), matmul(a, np.ascontiguousarray(bt.T)))
 
 
+@pytest.mark.parametrize("K,N", [(512, 2048), (300, 700), (200, 96), (17, 4096), (1000, 33), (100, 79)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_row_alone_gives_its_bits_in_a_larger_product(isa, K, N, dtype):
+    # One row against a large B streams B's rows through sums kept in L1; two or more
+    # rows run register tiles. Both must sum every element in the same order (the
+    # language model's head relies on it when it computes a few rows at a time).
+    rng = np.random.default_rng(K + N)
+    a = rng.standard_normal((5, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    whole = matmul(a, b)
+    for i in range(5):
+        np.testing.assert_array_equal(matmul(a[i:i + 1], b)[0], whole[i])
+        np.testing.assert_array_equal(matmul(a[i:i + 2], b), whole[i:i + 2])
+
+
 def test_matmul_is_bitwise_the_same_for_any_thread_count():
     rng = np.random.default_rng(4)
     a = rng.standard_normal((300, 200)).astype(np.float32)
