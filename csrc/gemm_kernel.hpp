@@ -209,7 +209,9 @@ struct Kernel {
                         idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
                         T* a_tiles, bool a_ready) {
         const idx m = i1 - i0;
-        if (m == 1 && b_panel == NR && p1 * NR <= N) {  // full panels of a B read in place
+        // Full panels of a B read in place, in rows of at least 512 columns: shorter runs
+        // (an LSTM step's gate blocks, 256 columns a thread) gained nothing over the tiles.
+        if (m == 1 && b_panel == NR && p1 * NR <= N && (p1 - p0) * NR >= 512) {
             row_stream(kc, A.p + i0 * A.rs + k0 * A.cs, A.cs, b0, b_row, (p1 - p0) * NR, C + i0 * ldc + p0 * NR,
                        accumulate);
             return;
