@@ -298,7 +298,9 @@ class CharRNN:
         inputs, targets: (K, N, T) token ids. This is Keras's ``steps_per_execution``: the
         interpreter runs once per K steps instead of once per step, which for a small
         model (min-char-rnn's, say) is a large part of a step's time. Returns (losses (K,)
-        float64, final_state); ``grads`` holds the last step's gradients.
+        float64, final_state); ``grads`` holds the last step's gradients. The call runs all
+        K steps before returning (Ctrl-C takes effect then), and does not stop at a NaN
+        loss, as K calls would not: check ``losses``.
         """
         _check_optimizer(optimizer)
         done = self._compiled_loss(inputs, targets, state, reduction, optimizer, chunks=True)
