@@ -1054,7 +1054,8 @@ py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py:
         for (idx k = 0; k < count; ++k) {
             py::array& a = p[std::size_t(k)];
             const py::handle given = params[std::size_t(k)];
-            const bool same = py::isinstance<py::array>(given) && py::reinterpret_borrow<py::array>(given).data() == a.data();
+            const bool same =
+                py::isinstance<py::array>(given) && py::reinterpret_borrow<py::array>(given).data() == a.data();
             if (!same || !a.writeable()) {
                 in_place_array<T>(given, "params", long(k));  // raises, naming the problem
                 throw py::value_error(item_name("params", long(k)) + " cannot be updated in place");
@@ -1164,7 +1165,9 @@ PYBIND11_MODULE(_core, m) {
           "each from the previous one's final state (masks: K * (L - 1) arrays; coef: K dicts) -> "
           "(losses (K,), hT, cT or None).");
     m.def("head_runs_beside_cells",
-          [](const std::string& cell, idx N, idx T, idx H) { return head_runs_beside_cells(cell_spec(cell).cell, N, T, H); },
+          [](const std::string& cell, idx N, idx T, idx H) {
+              return head_runs_beside_cells(cell_spec(cell).cell, N, T, H);
+          },
           py::arg("cell"), py::arg("N"), py::arg("T"), py::arg("H"),
           "Whether language_model_loss runs its head on a second thread beside the cells, for these sizes.");
     m.def("get_num_threads", &num_threads, "Threads the kernels use.");
