@@ -80,7 +80,7 @@ BESIDE = [
 
 @pytest.fixture
 def default_thread_teams():
-    """The library's default team threshold (the session's tests use full teams)."""
+    """The library's default team threshold (conftest gives every other test full teams)."""
     before = _core.min_flops_per_thread()
     _core.set_min_flops_per_thread(1 << 15)
     yield
