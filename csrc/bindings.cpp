@@ -1070,24 +1070,13 @@ py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py:
                              py::cast<py::list>(args_u[2]));
         m.update_arrays = u.list;
     }
-    if (!chunked) {
-        for (idx l = 0; !chunk_masks.empty() && l < L - 1; ++l) {
-            m.layers[std::size_t(l)].mask = chunk_masks[0][std::size_t(l)];
-        }
-        m.update = rules.empty() ? nullptr : &rules.front();
-        double loss;
-        {
-            py::gil_scoped_release release;
-            loss = language_model_loss<T>(m);
-        }
-        return py::make_tuple(loss, hT, spec.has_c ? py::object(cT) : py::none());
-    }
     py::array_t<double> losses(std::vector<py::ssize_t>{py::ssize_t(K)});
     {
         py::gil_scoped_release release;
         language_model_chunks<T>(m, K, chunk_masks, rules, losses.mutable_data());
     }
-    return py::make_tuple(losses, hT, spec.has_c ? py::object(cT) : py::none());
+    const py::object loss = chunked ? py::object(losses) : py::float_(*losses.data());
+    return py::make_tuple(loss, hT, spec.has_c ? py::object(cT) : py::none());
 }
 
 py::tuple language_model_entry(const std::string& cell, py::object inputs, py::object targets, const py::list& params,

@@ -188,6 +188,9 @@ struct Kernel {
     // follow, into sums kept in `acc` (L1) instead of registers. Column by column this is
     // tile<1, U>'s arithmetic: a sum from zero over the kc rows in order, then added to C.
     static constexpr idx STREAM_COLS = 1024;  // acc: 4 KiB (float) or 8 KiB (double)
+    // Rows shorter than this (an LSTM step's gate blocks, 256 columns a thread) gained
+    // nothing over the register tiles.
+    static constexpr idx STREAM_MIN_COLS = 512;
     static void row_stream(idx kc, const T* a, idx acs, const T* b, idx b_row, idx n, T* c, bool accumulate) {
         alignas(64) T acc[STREAM_COLS];
         for (idx j0 = 0; j0 < n; j0 += STREAM_COLS) {
@@ -209,9 +212,8 @@ struct Kernel {
                         idx b_panel, idx p0, idx p1, idx N, bool accumulate, T* C, idx ldc,
                         T* a_tiles, bool a_ready) {
         const idx m = i1 - i0;
-        // Full panels of a B read in place, in rows of at least 512 columns: shorter runs
-        // (an LSTM step's gate blocks, 256 columns a thread) gained nothing over the tiles.
-        if (m == 1 && b_panel == NR && p1 * NR <= N && (p1 - p0) * NR >= 512) {
+        // One row against full panels of a B read in place, in long rows.
+        if (m == 1 && b_panel == NR && p1 * NR <= N && (p1 - p0) * NR >= STREAM_MIN_COLS) {
             row_stream(kc, A.p + i0 * A.rs + k0 * A.cs, A.cs, b0, b_row, (p1 - p0) * NR, C + i0 * ldc + p0 * NR,
                        accumulate);
             return;

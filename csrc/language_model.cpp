@@ -2,9 +2,9 @@
 // the existing kernels; each opens its own thread team.
 //
 // When the recurrence is too small to share (its team would be one thread) and a second
-// core is free, the head runs beside it: one thread runs the cells, the other turns each
-// finished steps of the top layer into scores, loss and dh while the next steps run, then
-// forms dWy and dby while the cells run backward. Every product is split by rows only, so
+// core is free, the head runs beside it: one thread runs the cells, the other turns the
+// steps of the top layer finished so far into scores, loss and dh while the next steps
+// run, then forms dWy and dby while the cells run backward. Every product is split by rows only, so
 // each value is computed exactly as in the serial chain: the bits do not change.
 #include "language_model.hpp"
 
@@ -31,7 +31,6 @@ class Chain {
           x_(std::size_t(L_ + 1), nullptr),
           embedded_(one_hot_ ? 0 : rows_ * m.E),
           scores_(rows_ * m.V),
-          nll_(std::size_t(rows_), 0.0),
           dh_(rows_ * m.H),
           dx_(rows_ * (one_hot_ ? m.H : std::max(m.H, m.E))) {
         h_.reserve(std::size_t(L_)), ws_.reserve(std::size_t(L_)), masked_.reserve(std::size_t(L_));
@@ -82,7 +81,7 @@ class Chain {
     }
 
     // The same for steps [t0, t1) only (rows n*T + t0 ... n*T + t1 - 1 of each n), with Wy
-    // and Wyᵀ prepared by head_operands(). Rows are independent, so any split into step
+    // and Wyᵀ from prepare_head_steps(). Rows are independent, so any split into step
     // ranges gives head_all's bits.
     void head_steps(idx t0, idx t1, const PackedB<T>& Wy, const PackedB<T>& WyT) {
         const idx H = m_.H, V = m_.V, steps = t1 - t0;
@@ -98,12 +97,14 @@ class Chain {
             gemm<T>(steps, row_major(scores_.data() + r0 * V, V), WyT, false, dh_.data() + r0 * H, H);
         }
     }
-    std::pair<PackedB<T>, PackedB<T>> head_operands() const {
+    // Wy and Wyᵀ for head_steps, and room for the rows' losses.
+    std::pair<PackedB<T>, PackedB<T>> prepare_head_steps() {
         const idx H = m_.H, V = m_.V;
+        nll_.assign(std::size_t(rows_), 0.0);
         return {pack_b_for_rows(rows_, H, V, row_major(m_.Wy, V)),
                 pack_b_for_rows(rows_, V, H, row_major(m_.Wy, V).t())};
     }
-    // After head_step on every step: the loss, summed in row order as head_all sums it.
+    // After head_steps on every step: the loss, summed in row order as head_all sums it.
     void sum_step_losses() {
         loss_ = 0;
         for (double x : nll_) loss_ += x;
@@ -172,7 +173,7 @@ class Chain {
     Buffer<T> embedded_;
     std::vector<Buffer<T>> h_, ws_, masked_;
     Buffer<T> scores_;  // (N*T,V): the scores, then dscores
-    std::vector<double> nll_;
+    std::vector<double> nll_;  // per row, with head_steps
     Buffer<T> dh_, dx_;
     double loss_ = 0;
 };
@@ -210,10 +211,8 @@ double language_model_loss(const LanguageModel<T>& m) {
         if (m.update != nullptr) optimizer_update_range(*m.update, m.update_arrays, begin, end);
     };
     Progress top_steps, head_done, cells_done;
-    bool beside = true;
     run_team(2, [&] {
         if (team_size() < 2) {  // the runtime gave one thread (inside another team, say)
-            beside = false;
             serially();
         } else if (team_rank() == 0) {
             // Each member in a team of its own: the kernels it calls share work only there.
@@ -226,7 +225,7 @@ double language_model_loss(const LanguageModel<T>& m) {
             });
         } else {
             run_team(1, [&] {
-                const auto [Wy, WyT] = chain.head_operands();
+                const auto [Wy, WyT] = chain.prepare_head_steps();
                 // Every step finished since the last pass, in one pass: products of a
                 // few rows at a time, and the head keeps up with the cells.
                 for (idx t = 0; t < m.steps;) {
@@ -234,6 +233,7 @@ double language_model_loss(const LanguageModel<T>& m) {
                     chain.head_steps(t, done, Wy, WyT);
                     t = done;
                 }
+                chain.sum_step_losses();
                 head_done.publish(1);
                 chain.head_weight_grads();
                 update(head, total);
@@ -244,7 +244,6 @@ double language_model_loss(const LanguageModel<T>& m) {
             });
         }
     });
-    if (beside) chain.sum_step_losses();
     return chain.loss();
 }
 

@@ -1,6 +1,7 @@
 // The temporal layers' kernels around the cells: softmax cross-entropy over a vocabulary
 // and the embedding's gradient. Rows (softmax) or columns (embedding) are shared out, so
 // every output element is computed by one thread in a fixed order.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -31,8 +32,8 @@ FASTRNN_WIDEST T row_max(const T* s, idx V) {
 }
 
 template <class T>
-FASTRNN_WIDEST void subtract(T* __restrict d, const T* __restrict s, idx V, T x) {
-    for (idx j = 0; j < V; ++j) d[j] = s[j] - x;
+FASTRNN_WIDEST void subtract(T* d, idx V, T x) {
+    for (idx j = 0; j < V; ++j) d[j] -= x;
 }
 
 template <class T>
@@ -53,7 +54,9 @@ FASTRNN_WIDEST double row_sum(const T* d, idx V) {
 // A NaN score makes the row's loss and gradient NaN.
 template <class T>
 double softmax_cross_entropy_row(idx V, const T* s, std::int64_t target, T row_scale, T* d) {
-    subtract(d, s, V, row_max(s, V));  // <= 0: exp cannot overflow
+    const T top = row_max(s, V);
+    if (d != s) std::copy(s, s + V, d);
+    subtract(d, V, top);  // <= 0: exp cannot overflow
     const T picked = d[target];
     kernels<T>().exp(d, V);
     const double z = row_sum(d, V);
