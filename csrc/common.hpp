@@ -47,10 +47,10 @@ MatRef<T> row_major(const T* p, idx ld) {
     return {p, ld, 1};
 }
 
-// Scratch memory, 64-byte aligned. Blocks of 32 MiB or more are requested as huge pages
-// and, once released, kept for reuse (up to a cap): fresh pages cost a fault each on first
-// touch, which for the gate gradients of an LSTM backward at (N,T,H) = (64,100,512) took
-// more time than that pass's whole elementwise work. Thread-safe.
+// Scratch memory, 64-byte aligned. Blocks of a MiB or more are kept for reuse once released
+// (up to a cap), and from 32 MiB on they are huge pages: fresh pages cost a fault each on
+// first touch, which for the gate gradients of an LSTM backward at (N,T,H) = (64,100,512)
+// took more time than that pass's whole elementwise work. Thread-safe.
 struct ScratchBlock {
     void* p = nullptr;
     std::size_t bytes = 0;  // the block's real size, at least the size asked for
