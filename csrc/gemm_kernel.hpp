@@ -195,16 +195,39 @@ struct Kernel {
         alignas(64) T acc[STREAM_COLS];
         for (idx j0 = 0; j0 < n; j0 += STREAM_COLS) {
             const idx cols = min_idx(STREAM_COLS, n - j0);  // a multiple of W
-            for (idx j = 0; j < cols; j += W) V::store(acc + j, V::zero());
-            for (idx k = 0; k < kc; ++k) {
-                const R ak = V::bcast(a[k * acs]);
-                const T* bk = b + k * b_row + j0;
-                for (idx j = 0; j < cols; j += W) V::store(acc + j, V::fma(ak, V::load(bk + j), V::load(acc + j)));
+            // Up to STREAM_ROWS rows of B per pass over the sums: one load and store of each
+            // sum per pass instead of per row. The first pass starts from zero and the last
+            // one writes C, so the sums need no passes of their own.
+            for (idx k0 = 0; k0 < kc; k0 += STREAM_ROWS) {
+                const idx rows = min_idx(STREAM_ROWS, kc - k0);
+                const T* in = k0 == 0 ? nullptr : acc;
+                const bool last = k0 + rows == kc;
+                T* out = last ? c + j0 : acc;
+                const T* add = last && accumulate ? c + j0 : nullptr;
+                const T* bk = b + k0 * b_row + j0;
+                if (rows == STREAM_ROWS) {
+                    stream_pass<STREAM_ROWS>(a + k0 * acs, acs, bk, b_row, cols, in, add, out);
+                } else {
+                    for (idx r = 0; r < rows; ++r) {
+                        stream_pass<1>(a + (k0 + r) * acs, acs, bk + r * b_row, b_row, cols, r == 0 ? in : acc,
+                                       r + 1 == rows ? add : nullptr, r + 1 == rows ? out : acc);
+                    }
+                }
             }
-            T* cj = c + j0;
-            for (idx j = 0; j < cols; j += W) {
-                V::store(cj + j, accumulate ? V::add(V::load(acc + j), V::load(cj + j)) : V::load(acc + j));
-            }
+        }
+    }
+    static constexpr idx STREAM_ROWS = 4;
+
+    // out[j] = (in ? in[j] : 0) + a[0]*b[j] + ... + a[ROWS-1]*b[(ROWS-1)*b_row + j] (fused,
+    // in that order), then + add[j] if add: cols a multiple of W.
+    template <int ROWS>
+    static void stream_pass(const T* a, idx acs, const T* b, idx b_row, idx cols, const T* in, const T* add, T* out) {
+        R ak[ROWS];
+        for (int r = 0; r < ROWS; ++r) ak[r] = V::bcast(a[r * acs]);
+        for (idx j = 0; j < cols; j += W) {
+            R s = in ? V::load(in + j) : V::zero();
+            for (int r = 0; r < ROWS; ++r) s = V::fma(ak[r], V::load(b + r * b_row + j), s);
+            V::store(out + j, add ? V::add(s, V::load(add + j)) : s);
         }
     }
 
