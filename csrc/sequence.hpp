@@ -68,27 +68,55 @@ void for_block_units(const Block& b, F&& f) {
     }
 }
 
-// The G gate blocks of Wh (H, G*H), each (H, H), packed for `uses` products.
+// The G gate blocks of W (K, G*H), each (K, H), packed for `uses` products.
 template <class T>
-std::vector<PackedB<T>> pack_gates(const T* Wh, idx H, idx G, idx first, idx count, idx uses) {
+std::vector<PackedB<T>> pack_gates(const T* W, idx K, idx H, idx G, idx first, idx count, idx uses) {
     std::vector<PackedB<T>> out;
     for (idx g = first; g < first + count; ++g) {
-        out.push_back(pack_b(H, H, MatRef<T>{Wh + g * H, G * H, 1}, uses));
+        out.push_back(pack_b(K, H, MatRef<T>{W + g * H, G * H, 1}, uses));
     }
     return out;
 }
 
-// out[n] = row n of seq (element (n,t,j) at seq[(n*T + t)*ld + j]) at its last step, or
-// init[n] when it has none (length 0).
+// A single step's input projection (T = 1) by the calling member's block of a gate product:
+// gate g's columns [mine.j0, mine.j1) of rows [mine.i0, mine.i1) of out, from x·Wx (Wxg[g]:
+// gate g's (D,H) columns of Wx, from pack_gates) or, with token ids, from the rows of Wx
+// they pick. The member that computes the same units of h_{t-1}·Wh then adds to them with
+// no barrier in between: a step that projects x as one product waits for the whole of it.
+// No closing barrier.
 template <class T>
-void gather_final(const Dims& d, const Lengths& len, const T* seq, idx ld, const T* init, T* out) {
-    const Range r = my_share(d.N);
-    for (idx n = r.begin; n < r.end; ++n) {
+void step_projection(const Block& mine, const Dims& d, const Lengths& len, const T* x, const std::int64_t* ids,
+                     const T* Wx, const std::vector<PackedB<T>>& Wxg, idx H, idx G, T* out, idx ld) {
+    if (ids == nullptr) {
+        T* gates[4];  // G <= 4
+        for (idx g = 0; g < G; ++g) gates[g] = out + g * H;
+        gemm_block(mine, row_major(x, d.D), Wxg.data(), G, false, gates, ld);
+        return;
+    }
+    for (idx n = mine.i0; n < mine.i1 && mine.j0 < mine.j1; ++n) {
+        for (idx g = 0; g < G; ++g) {
+            T* o = out + n * ld + g * H;
+            if (len.active(n, 0)) {
+                const T* row = Wx + ids[n] * G * H + g * H;
+                std::copy(row + mine.j0, row + mine.j1, o + mine.j0);
+            } else {
+                std::fill(o + mine.j0, o + mine.j1, T(0));
+            }
+        }
+    }
+}
+
+// out[n] = row n of seq (element (n,t,j) at seq[(n*T + t)*ld + j]) at its last step, or
+// init[n] when it has none (length 0): by the member's block of units, the ones it computed
+// at every step. So no barrier comes before or after it, at the end of a forward pass.
+template <class T>
+void gather_final(const Block& mine, const Dims& d, const Lengths& len, const T* seq, idx ld, const T* init,
+                  T* out) {
+    for (idx n = mine.i0; n < mine.i1 && mine.j0 < mine.j1; ++n) {
         const idx t = len.last_step(n, d.T);
         const T* src = t < 0 ? init + n * d.H : seq + (n * d.T + t) * ld;
-        std::copy(src, src + d.H, out + n * d.H);
+        std::copy(src + mine.j0, src + mine.j1, out + n * d.H + mine.j0);
     }
-    team_barrier();
 }
 
 // out[j] = sum over rows i (in order) of a[i*ld + j], for j in [j0, j1).

@@ -167,3 +167,26 @@ def test_char_rnn_without_embedding_trains_on_ids_like_one_hot():
     assert loss == pytest.approx(loss1, rel=1e-14)
     for k in grads:
         close(grads[k], model.grads[k], np.float64)
+
+
+@pytest.mark.parametrize("variant", VARIANTS.values(), ids=VARIANTS.keys())
+def test_one_step_sequences_with_padded_token_ids_match_one_hot_for_any_thread_count(variant, threads):
+    """A single step projects x by each thread's own units: padded rows (length 0) keep their
+    initial state whatever their ids hold, and the results equal the one-hot input's."""
+    inp = make_inputs(variant.cell, 6, 1, V, 40, np.float64, seed=8)
+    lengths = np.array([1, 0, 1, 1, 0, 1])
+    ids = np.array([[0], [-3], [V - 1], [4], [V + 9], [4]])
+    x = one_hot(np.where(lengths[:, None] > 0, ids, 0), np.float64)
+    x[lengths == 0] = 0.0
+    results = []
+    for n in (1, 2):
+        threads(n)
+        for inputs in (ids, x):
+            h, final, _, dstate0, dparams = run(F, variant, inputs, inp, lengths)
+            results.append([h, *final, *dstate0, *dparams])
+    for other in results[1:]:
+        for a, b in zip(results[0][:2], other[:2]):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(results[0][2:], other[2:]):
+            close(a, b, np.float64)
+    np.testing.assert_array_equal(results[0][1][lengths == 0], inp.h0[lengths == 0])
