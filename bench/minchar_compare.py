@@ -12,11 +12,12 @@ column vectors). The other two are fastrnn's ``CharRNN(cell="rnn")`` with
   - ``train_steps``: ``--steps-per-call`` consecutive pieces per call (Keras's
     ``steps_per_execution``), the same steps with the same bits, the interpreter entered
     once per call.
-All run for the same wall-clock budget on the same text; reported: characters per second,
+All run for the same wall-clock budget on the same text, in turns of a few seconds
+(``--turn``, see turns.py) so that a slow period of the machine falls on all alike; reported: characters per second,
 the ratio to NumPy, and the smoothed loss reached (min-char-rnn's ``smooth_loss``, per
 25-character piece).
 
-    python bench/minchar_compare.py CORPUS.txt [--seconds 30] [--threads N] [--steps-per-call K]
+    python bench/minchar_compare.py CORPUS.txt [--seconds 30] [--turn 5] [--threads N] [--steps-per-call K]
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Any, Dict, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
@@ -32,6 +33,7 @@ import fastrnn
 from fastrnn.data import CharBatches, Vocab
 from fastrnn.models import CharRNN
 from fastrnn.optim import Adagrad
+from turns import Contender, take_turns
 
 
 # ---------------------------------------------------------------- min-char-rnn in NumPy
@@ -92,62 +94,76 @@ class MinCharRNN:
             param += -self.lr * dparam / np.sqrt(mem + 1e-8)
 
 
-def run_minchar(data: np.ndarray, V: int, a: argparse.Namespace) -> Dict[str, Any]:
-    model = MinCharRNN(V, a.hidden, a.lr, a.seed)
-    seq = a.seq
-    smooth_loss = -np.log(1.0 / V) * seq
-    n, p = 0, 0
-    hprev = np.zeros((a.hidden, 1))
-    start = time.perf_counter()
-    while time.perf_counter() - start < a.seconds:
-        if p + seq + 1 >= len(data) or n == 0:
-            hprev = np.zeros((a.hidden, 1))
-            p = 0
-        inputs = data[p:p + seq].tolist()
-        targets = data[p + 1:p + seq + 1].tolist()
-        loss, grads, hprev = model.loss_fun(inputs, targets, hprev)
-        smooth_loss = smooth_loss * 0.999 + loss * 0.001
-        model.update(grads)
-        p += seq
-        n += 1
-    dt = time.perf_counter() - start
-    return {"iterations": n, "chars_per_sec": n * seq / dt, "smooth_loss": smooth_loss}
+class MinCharContender(Contender):
+    name = "min-char-rnn (NumPy)"
+
+    def __init__(self, data: np.ndarray, V: int, a: argparse.Namespace) -> None:
+        super().__init__()
+        self.model = MinCharRNN(V, a.hidden, a.lr, a.seed)
+        self.data, self.seq = data, a.seq
+        self.smooth_loss = -np.log(1.0 / V) * a.seq
+        self.p = 0
+        self.hprev = np.zeros((a.hidden, 1))
+
+    def run(self, seconds: float) -> None:
+        seq, data = self.seq, self.data
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            if self.p + seq + 1 >= len(data) or self.iterations == 0:
+                self.hprev = np.zeros_like(self.hprev)
+                self.p = 0
+            inputs = data[self.p:self.p + seq].tolist()
+            targets = data[self.p + 1:self.p + seq + 1].tolist()
+            loss, grads, self.hprev = self.model.loss_fun(inputs, targets, self.hprev)
+            self.smooth_loss = self.smooth_loss * 0.999 + loss * 0.001
+            self.model.update(grads)
+            self.p += seq
+            self.iterations += 1
+            self.chars += seq
+        self.train_seconds += time.perf_counter() - start
 
 
 # ---------------------------------------------------------------- the same on fastrnn
 
 
-def run_fastrnn(data: np.ndarray, V: int, a: argparse.Namespace, steps_per_call: int) -> Dict[str, Any]:
-    model = CharRNN(V, hidden_size=a.hidden, num_layers=1, cell="rnn", seed=a.seed,
-                    dtype=np.float64 if a.float64 else np.float32)
-    opt = Adagrad(model.params, lr=a.lr, clipvalue=5.0)  # min-char-rnn's np.clip(dparam, -5, 5)
-    loader = CharBatches(data, 1, a.seq, val_fraction=0.0)
-    seq = a.seq
-    smooth_loss = -np.log(1.0 / V) * seq
-    n = 0
-    state = None
-    start = time.perf_counter()
-    while time.perf_counter() - start < a.seconds:
-        if steps_per_call == 1:  # one compiled call per step: loss, gradients and update
-            x, y = loader.next_batch("train")
-            loss, state = model.train_step(x, y, opt, state, reduction="sum")  # as min-char-rnn
-            losses = [loss]
-        else:  # steps_per_call steps per call, each from the state the one before left
-            xs, ys = loader.next_batches(steps_per_call)
-            losses, state = model.train_steps(xs, ys, opt, state, reduction="sum")
-        for loss in losses:
-            smooth_loss = smooth_loss * 0.999 + loss * 0.001
-        if loader.position == 0:  # an epoch ended: min-char-rnn starts over from zeros
-            state = None
-        n += len(losses)
-    dt = time.perf_counter() - start
-    return {"iterations": n, "chars_per_sec": n * seq / dt, "smooth_loss": smooth_loss}
+class FastrnnContender(Contender):
+    def __init__(self, data: np.ndarray, V: int, a: argparse.Namespace, steps_per_call: int) -> None:
+        super().__init__()
+        self.name = "fastrnn, train_step" if steps_per_call == 1 else f"fastrnn, train_steps x{steps_per_call}"
+        self.model = CharRNN(V, hidden_size=a.hidden, num_layers=1, cell="rnn", seed=a.seed,
+                             dtype=np.float64 if a.float64 else np.float32)
+        self.opt = Adagrad(self.model.params, lr=a.lr, clipvalue=5.0)  # min-char-rnn's np.clip(dparam, -5, 5)
+        self.loader = CharBatches(data, 1, a.seq, val_fraction=0.0)
+        self.steps_per_call, self.seq = steps_per_call, a.seq
+        self.smooth_loss = -np.log(1.0 / V) * a.seq
+        self.state = None
+
+    def run(self, seconds: float) -> None:
+        model, opt, loader = self.model, self.opt, self.loader
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            if self.steps_per_call == 1:  # one compiled call per step: loss, gradients and update
+                x, y = loader.next_batch("train")
+                loss, self.state = model.train_step(x, y, opt, self.state, reduction="sum")  # as min-char-rnn
+                losses = [loss]
+            else:  # steps_per_call steps per call, each from the state the one before left
+                xs, ys = loader.next_batches(self.steps_per_call)
+                losses, self.state = model.train_steps(xs, ys, opt, self.state, reduction="sum")
+            for loss in losses:
+                self.smooth_loss = self.smooth_loss * 0.999 + loss * 0.001
+            if loader.position == 0:  # an epoch ended: min-char-rnn starts over from zeros
+                self.state = None
+            self.iterations += len(losses)
+            self.chars += len(losses) * self.seq
+        self.train_seconds += time.perf_counter() - start
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("corpus", help="UTF-8 training text")
     p.add_argument("--seconds", type=float, default=30.0, help="training budget per contender")
+    p.add_argument("--turn", type=float, default=5.0,
+                   help="the contenders train in turns of this many seconds (see turns.py)")
     p.add_argument("--threads", type=int, default=None,
                    help="fastrnn kernel threads (default: fastrnn's own, all cores; each kernel "
                         "sizes its team to its work, and a 100-unit stream's steps run on one)")
@@ -171,16 +187,15 @@ def main() -> int:
     print(f"corpus {a.corpus}: {len(text):,} chars, {len(vocab)} distinct; vanilla RNN "
           f"{a.hidden}, seq {a.seq}, batch 1, Adagrad {a.lr:g}, clip +-5; {a.seconds:g} s each",
           flush=True)
-    numpy_name = "min-char-rnn (NumPy)"
-    results = {numpy_name: run_minchar(data, len(vocab), a)}
-    results["fastrnn, train_step"] = run_fastrnn(data, len(vocab), a, 1)
-    results[f"fastrnn, train_steps x{a.steps_per_call}"] = run_fastrnn(data, len(vocab), a, a.steps_per_call)
+    contenders = [MinCharContender(data, len(vocab), a), FastrnnContender(data, len(vocab), a, 1),
+                  FastrnnContender(data, len(vocab), a, a.steps_per_call)]
+    take_turns(contenders, a.seconds, a.turn)
     print()
     print(f"{'':28s} {'iterations':>10s} {'chars/s':>10s} {'smooth loss':>12s} {'vs NumPy':>9s}")
-    base = results[numpy_name]["chars_per_sec"]
-    for name, r in results.items():
-        print(f"{name:28s} {r['iterations']:>10,d} {r['chars_per_sec']:>10,.0f} {r['smooth_loss']:>12.2f} "
-              f"{r['chars_per_sec'] / base:>8.1f}x")
+    base = contenders[0].chars_per_sec
+    for c in contenders:
+        print(f"{c.name:28s} {c.iterations:>10,d} {c.chars_per_sec:>10,.0f} {c.smooth_loss:>12.2f} "
+              f"{c.chars_per_sec / base:>8.1f}x")
     return 0
 
 
