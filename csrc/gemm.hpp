@@ -74,9 +74,3 @@ template <class T>
 void matmul(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, T* C, idx ldc);
 
 }  // namespace fastrnn
-
-namespace fastrnn {
-
-
-
-}  // namespace fastrnn
