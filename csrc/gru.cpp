@@ -58,20 +58,13 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
     // One packed (H,H) block of Wh per gate, so that a thread holds every gate of its units.
     // Reset before, n waits for all of r∘h_{t-1}: a second product, after a barrier.
     const std::vector<PackedB<T>> Wh = pack_gates(a.Wh, H, H, 3, 0, 3, d.T);
-    // A single step (the step functions, sampling) projects x gate by gate, as it does h.
-    const bool one_step = d.T == 1;
-    const std::vector<PackedB<T>> Wx =
-        one_step && a.ids == nullptr ? pack_gates(a.Wx, d.D, H, 3, 0, 3, 1) : std::vector<PackedB<T>>{};
+    const std::vector<PackedB<T>> Wx = step_gates(a, 3);
     const Kernels<T>& simd = kernels<T>();
     Buffer<T> ah(d.N * 3 * H);  // this step's recurrent products h_{t-1}·Wh_g (N,3H)
 
     run_team(sequence_threads(d, 3), [&] {
         const Block mine = team_block(d.N, Wh[0]);
-        if (one_step) {
-            step_projection(mine, d, a.lengths, a.x, a.ids, a.Wx, Wx, H, 3, a.ws, W);
-        } else {
-            input_projection(d, a.lengths, a.x, a.ids, a.Wx, 3 * H, a.ws, W);
-        }
+        project_inputs(mine, a, Wx, 3, a.ws, W);
         for (idx t = 0; t < d.T; ++t) {
             const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
             T* const gates[3] = {ah.data(), ah.data() + H, ah.data() + 2 * H};

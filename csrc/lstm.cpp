@@ -65,20 +65,13 @@ void lstm_forward(const ForwardArgs<T>& a) {
     // One packed (H,H) block of Wh per gate: a thread multiplies the same units of each
     // gate, so it holds all four gates of its units and can finish them without waiting.
     const std::vector<PackedB<T>> Wh = pack_gates(a.Wh, H, H, 4, 0, 4, d.T);
-    // A single step (the step functions, sampling) projects x gate by gate, as it does h.
-    const bool one_step = d.T == 1;
-    const std::vector<PackedB<T>> Wx =
-        one_step && a.ids == nullptr ? pack_gates(a.Wx, d.D, H, 4, 0, 4, 1) : std::vector<PackedB<T>>{};
+    const std::vector<PackedB<T>> Wx = step_gates(a, 4);
     const Kernels<T>& simd = kernels<T>();
 
     run_team(sequence_threads(d, 4), [&] {
         // Gate slots of ws start as x·Wx; each step adds h_{t-1}·Wh, then activates in place.
         const Block mine = team_block(d.N, Wh[0]);
-        if (one_step) {
-            step_projection(mine, d, a.lengths, a.x, a.ids, a.Wx, Wx, H, 4, a.ws, W);
-        } else {
-            input_projection(d, a.lengths, a.x, a.ids, a.Wx, 4 * H, a.ws, W);
-        }
+        project_inputs(mine, a, Wx, 4, a.ws, W);
         for (idx t = 0; t < d.T; ++t) {
             const MatRef<T> hp = prev_h(a.h0, a.h, d, t);
             T* const gates[4] = {a.ws + t * W, a.ws + t * W + H, a.ws + t * W + 2 * H, a.ws + t * W + 3 * H};

@@ -37,20 +37,13 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
     const Dims d = a.dims;
     const idx H = d.H;
     const PackedB<T> Wh = pack_b(H, H, row_major(a.Wh, H), d.T);  // (H,H), reused by every step
-    // A single step (the step functions, sampling) projects x by units, as it does h.
-    const bool one_step = d.T == 1;
-    const std::vector<PackedB<T>> Wx =
-        one_step && a.ids == nullptr ? pack_gates(a.Wx, d.D, H, 1, 0, 1, 1) : std::vector<PackedB<T>>{};
+    const std::vector<PackedB<T>> Wx = step_gates(a, 1);
     const Kernels<T>& simd = kernels<T>();
 
     run_team(sequence_threads(d, 1), [&] {
         // h (N*T,H) first holds x·Wx; each step adds h_{t-1}·Wh, then b and act in place.
         const Block mine = team_block(d.N, Wh);
-        if (one_step) {
-            step_projection(mine, d, a.lengths, a.x, a.ids, a.Wx, Wx, H, 1, a.h, H);
-        } else {
-            input_projection(d, a.lengths, a.x, a.ids, a.Wx, H, a.h, H);
-        }
+        project_inputs(mine, a, Wx, 1, a.h, H);
         for (idx t = 0; t < d.T; ++t) {
             gemm_block(mine, prev_h(a.h0, a.h, d, t), Wh, true, a.h + t * H, d.T * H);
             for_block_units(mine, [&](idx n, idx j0, idx j1) {

@@ -78,29 +78,40 @@ std::vector<PackedB<T>> pack_gates(const T* W, idx K, idx H, idx G, idx first, i
     return out;
 }
 
-// A single step's input projection (T = 1) by the calling member's block of a gate product:
-// gate g's columns [mine.j0, mine.j1) of rows [mine.i0, mine.i1) of out, from x·Wx (Wxg[g]:
-// gate g's (D,H) columns of Wx, from pack_gates) or, with token ids, from the rows of Wx
-// they pick. The member that computes the same units of h_{t-1}·Wh then adds to them with
-// no barrier in between: a step that projects x as one product waits for the whole of it.
-// No closing barrier.
+// The input projection x·Wx into out (N*T rows, G gate blocks of H, row stride ld). A whole
+// sequence projects as one product (input_projection). A single step (T = 1: the step
+// functions, sampling) projects by the calling member's block of units instead, gate g's
+// columns [mine.j0, mine.j1) of rows [mine.i0, mine.i1): the member that computes the
+// same units of h_{t-1}·Wh then adds to them with no barrier in between, where one product
+// would wait for the whole of it. Wxg is step_gates(a, G); no closing barrier for a step.
 template <class T>
-void step_projection(const Block& mine, const Dims& d, const Lengths& len, const T* x, const std::int64_t* ids,
-                     const T* Wx, const std::vector<PackedB<T>>& Wxg, idx H, idx G, T* out, idx ld) {
-    if (ids == nullptr) {
+std::vector<PackedB<T>> step_gates(const ForwardArgs<T>& a, idx G) {
+    const Dims& d = a.dims;
+    if (d.T != 1 || a.ids != nullptr) return {};
+    return pack_gates(a.Wx, d.D, d.H, G, 0, G, 1);  // gate g's (D,H) columns, read in place
+}
+
+template <class T>
+void project_inputs(const Block& mine, const ForwardArgs<T>& a, const std::vector<PackedB<T>>& Wxg, idx G, T* out,
+                    idx ld) {
+    const Dims& d = a.dims;
+    const idx H = d.H;
+    if (d.T != 1) {
+        input_projection(d, a.lengths, a.x, a.ids, a.Wx, G * H, out, ld);
+    } else if (a.ids == nullptr) {
         T* gates[4];  // G <= 4
         for (idx g = 0; g < G; ++g) gates[g] = out + g * H;
-        gemm_block(mine, row_major(x, d.D), Wxg.data(), G, false, gates, ld);
-        return;
-    }
-    for (idx n = mine.i0; n < mine.i1 && mine.j0 < mine.j1; ++n) {
-        for (idx g = 0; g < G; ++g) {
-            T* o = out + n * ld + g * H;
-            if (len.active(n, 0)) {
-                const T* row = Wx + ids[n] * G * H + g * H;
-                std::copy(row + mine.j0, row + mine.j1, o + mine.j0);
-            } else {
-                std::fill(o + mine.j0, o + mine.j1, T(0));
+        gemm_block(mine, row_major(a.x, d.D), Wxg.data(), G, false, gates, ld);
+    } else {  // the rows of Wx the ids pick, as input_projection copies them
+        for (idx n = mine.i0; n < mine.i1 && mine.j0 < mine.j1; ++n) {
+            for (idx g = 0; g < G; ++g) {
+                T* o = out + n * ld + g * H;
+                if (a.lengths.active(n, 0)) {
+                    const T* row = a.Wx + a.ids[n] * G * H + g * H;
+                    std::copy(row + mine.j0, row + mine.j1, o + mine.j0);
+                } else {
+                    std::fill(o + mine.j0, o + mine.j1, T(0));
+                }
             }
         }
     }
