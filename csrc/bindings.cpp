@@ -1158,7 +1158,34 @@ PYBIND11_MODULE(_core, m) {
               return head_runs_beside_cells(cell_spec(cell).cell, N, T, H);
           },
           py::arg("cell"), py::arg("N"), py::arg("T"), py::arg("H"),
-          "Whether language_model_loss runs its head on a second thread beside the cells, for these sizes.");
+          "Whether language_model_loss may run its head on a second thread beside the cells, for these sizes.");
+    m.def("set_head_beside",
+          [](const std::string& mode) {
+              if (mode == "timed") {
+                  set_head_beside(HeadBeside::timed);
+              } else if (mode == "always") {
+                  set_head_beside(HeadBeside::always);
+              } else if (mode == "never") {
+                  set_head_beside(HeadBeside::never);
+              } else {
+                  throw py::value_error("mode must be 'timed', 'always' or 'never', got '" + mode + "'");
+              }
+          },
+          py::arg("mode"),
+          "Where the head may run beside the cells: 'timed' (default: that way or the whole call on one "
+          "thread, whichever is timed faster), 'always', or 'never'.");
+    m.def("head_beside_stats", [] {
+        const HeadBesideStats s = head_beside_stats();
+        py::dict d;
+        d["beside"] = s.beside, d["alone"] = s.alone;
+        d["beside_seconds"] = s.beside_seconds, d["alone_seconds"] = s.alone_seconds;
+        return d;
+    }, "The calling thread's 'timed' choices for the last language-model shape it ran: calls run each way "
+       "and their mean times.");
+    m.def("get_head_beside", [] {
+        const HeadBeside mode = get_head_beside();
+        return mode == HeadBeside::timed ? "timed" : mode == HeadBeside::always ? "always" : "never";
+    });
     m.def("get_num_threads", &num_threads, "Threads the kernels use.");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Sets the kernels' thread count; n <= 0 restores the default (OMP_NUM_THREADS or all cores).");

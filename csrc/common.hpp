@@ -107,6 +107,19 @@ double min_flops_per_thread();
 void set_min_flops_per_thread(double flops);  // 0: always the full team (for tests)
 void set_num_threads(int n);  // n <= 0 restores the default
 
+// While one lives, kernels called on the thread that made it run on that thread alone
+// (num_threads() is 1 there), whatever set_num_threads says. Nests.
+class OneThreadHere {
+   public:
+    OneThreadHere();
+    ~OneThreadHere();
+    OneThreadHere(const OneThreadHere&) = delete;
+    OneThreadHere& operator=(const OneThreadHere&) = delete;
+
+   private:
+    bool outer_;
+};
+
 inline int team_size() {
 #ifdef _OPENMP
     return omp_get_num_threads();

@@ -6,9 +6,17 @@
 // steps of the top layer finished so far into scores, loss and dh while the next steps
 // run, then forms dWy and dby while the cells run backward. Every product is split by rows only, so
 // each value is computed exactly as in the serial chain: the bits do not change.
+//
+// On a quiet machine that pair is the faster way (min-char-rnn's step: 25 µs, against 34
+// on one thread). On a shared one, for minutes at a time, two busy threads each run at
+// about half speed and the pair is the slower (40-53 µs). So by default each calling
+// thread times both ways now and then, for the shape at hand, and takes the faster.
 #include "language_model.hpp"
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
 #include <utility>
 
 #include "gemm.hpp"
@@ -178,30 +186,20 @@ class Chain {
     double loss_ = 0;
 };
 
-}  // namespace
-
-bool head_runs_beside_cells(Cell cell, idx N, idx steps, idx H) {
-    const idx gates = cell == Cell::lstm ? 4 : cell == Cell::gru ? 3 : 1;
-    return num_threads() >= 2 && !forked_after_pool() && N > 0 && steps > 1 &&
-           sequence_threads({N, steps, H, H}, gates) == 1;
+// The whole call, stage after stage, each kernel with its own team.
+template <class T>
+void run_serially(const LanguageModel<T>& m, Chain<T>& chain) {
+    for (idx l = 0; l < idx(m.layers.size()); ++l) chain.forward_layer(l, nullptr);
+    chain.head_all();
+    chain.head_weight_grads();
+    chain.backward_layers();
+    if (m.update != nullptr) optimizer_update(*m.update, m.update_arrays);
 }
 
+// The head on a second thread beside the cells (see the top of this file).
 template <class T>
-double language_model_loss(const LanguageModel<T>& m) {
-    Chain<T> chain(m);
-    chain.embed();
+void head_beside_cells(const LanguageModel<T>& m, Chain<T>& chain) {
     const idx L = idx(m.layers.size());
-    const auto serially = [&] {
-        for (idx l = 0; l < L; ++l) chain.forward_layer(l, nullptr);
-        chain.head_all();
-        chain.head_weight_grads();
-        chain.backward_layers();
-        if (m.update != nullptr) optimizer_update(*m.update, m.update_arrays);
-    };
-    if (!head_runs_beside_cells(m.kind.cell, m.N, m.steps, m.H)) {
-        serially();
-        return chain.loss();
-    }
     // With an update, the head's own parameters (Wy and by, last) are updated as soon as
     // their gradients are, during backward; the rest is shared once backward ends.
     idx total = 0;
@@ -213,7 +211,7 @@ double language_model_loss(const LanguageModel<T>& m) {
     Progress top_steps, head_done, cells_done;
     run_team(2, [&] {
         if (team_size() < 2) {  // the runtime gave one thread (inside another team, say)
-            serially();
+            run_serially(m, chain);
         } else if (team_rank() == 0) {
             // Each member in a team of its own: the kernels it calls share work only there.
             run_team(1, [&] {
@@ -244,6 +242,84 @@ double language_model_loss(const LanguageModel<T>& m) {
             });
         }
     });
+}
+
+// Per calling thread: the mean time of a call run each way (the head beside the cells, or
+// everything on this thread alone), for one shape. Until each way has WARM timed calls it
+// alternates; then it takes the faster, and every RECHECK-th call the other one, whose
+// time may have changed with the machine's load. The first call of each way (buffers
+// allocated, caches cold) is not timed.
+class BesideOrAlone {
+   public:
+    using Shape = std::array<idx, 6>;
+
+    bool beside(const Shape& shape) {
+        if (shape != shape_) {
+            *this = BesideOrAlone();
+            shape_ = shape;
+        }
+        ++calls_;
+        if (count_[0] < WARM || count_[1] < WARM) return count_[1] <= count_[0];
+        const bool faster = mean_[1] <= mean_[0];
+        return calls_ % RECHECK == 0 ? !faster : faster;
+    }
+
+    void record(bool beside, double seconds) {
+        const int way = beside ? 1 : 0;
+        if (seen_[way]++ == 0) return;
+        mean_[way] = count_[way] == 0 ? seconds : mean_[way] + (seconds - mean_[way]) / 4;
+        ++count_[way];
+    }
+
+    HeadBesideStats stats() const { return {seen_[1], seen_[0], mean_[1], mean_[0]}; }
+
+   private:
+    static constexpr int WARM = 3;
+    static constexpr long RECHECK = 64;
+    Shape shape_{};
+    double mean_[2] = {0, 0};
+    int count_[2] = {0, 0};
+    long seen_[2] = {0, 0};
+    long calls_ = 0;
+};
+
+thread_local BesideOrAlone t_way;
+std::atomic<int> g_head_beside{int(HeadBeside::timed)};
+
+}  // namespace
+
+void set_head_beside(HeadBeside mode) { g_head_beside.store(int(mode)); }
+HeadBeside get_head_beside() { return HeadBeside(g_head_beside.load()); }
+HeadBesideStats head_beside_stats() { return t_way.stats(); }
+
+bool head_runs_beside_cells(Cell cell, idx N, idx steps, idx H) {
+    const idx gates = cell == Cell::lstm ? 4 : cell == Cell::gru ? 3 : 1;
+    return get_head_beside() != HeadBeside::never && num_threads() >= 2 && !forked_after_pool() && N > 0 &&
+           steps > 1 && sequence_threads({N, steps, H, H}, gates) == 1;
+}
+
+template <class T>
+double language_model_loss(const LanguageModel<T>& m) {
+    Chain<T> chain(m);
+    chain.embed();
+    if (!head_runs_beside_cells(m.kind.cell, m.N, m.steps, m.H)) {
+        run_serially(m, chain);
+        return chain.loss();
+    }
+    if (get_head_beside() == HeadBeside::timed) {
+        const BesideOrAlone::Shape shape{idx(m.kind.cell), m.N, m.steps, m.H, m.V, idx(m.layers.size())};
+        const bool beside = t_way.beside(shape);
+        const auto start = std::chrono::steady_clock::now();
+        if (beside) {
+            head_beside_cells(m, chain);
+        } else {
+            OneThreadHere alone;
+            run_serially(m, chain);
+        }
+        t_way.record(beside, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    } else {
+        head_beside_cells(m, chain);
+    }
     return chain.loss();
 }
 

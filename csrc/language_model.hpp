@@ -56,10 +56,26 @@ template <class T>
 void language_model_chunks(const LanguageModel<T>& m, idx K, const std::vector<std::vector<const T*>>& masks,
                            const std::vector<UpdateRule>& rules, double* losses);
 
-// Whether language_model_loss, with the current thread settings, runs the head (scores,
+// Whether language_model_loss, with the current thread settings, may run the head (scores,
 // loss, their gradients) on a second thread beside the cells, step by step as the top
 // layer finishes them: when the recurrence is too small to share and a second core is
 // there. The result is the same bits either way.
 bool head_runs_beside_cells(Cell cell, idx N, idx steps, idx H);
+
+// Where the head may run beside the cells: `timed` (the default) times that way against
+// the whole call on the calling thread alone now and then and takes the faster (see
+// language_model.cpp); `always` runs it beside; `never` runs every call on one thread
+// after another's kernels, as where it may not.
+enum class HeadBeside { timed, always, never };
+void set_head_beside(HeadBeside mode);
+HeadBeside get_head_beside();
+
+// The calling thread's `timed` choices for the last shape it ran: calls run each way and
+// their mean times in seconds (0 until timed).
+struct HeadBesideStats {
+    long beside, alone;
+    double beside_seconds, alone_seconds;
+};
+HeadBesideStats head_beside_stats();
 
 }  // namespace fastrnn

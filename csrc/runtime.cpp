@@ -130,8 +130,15 @@ bool forked_after_pool() { return g_forked_after_pool.load(std::memory_order_rel
 
 // ---------------------------------------------------------------- threads
 
+namespace {
+thread_local bool t_one_thread = false;
+}
+
+OneThreadHere::OneThreadHere() : outer_(t_one_thread) { t_one_thread = true; }
+OneThreadHere::~OneThreadHere() { t_one_thread = outer_; }
+
 int num_threads() {
-    if (forked_after_pool()) {
+    if (forked_after_pool() || t_one_thread) {
         return 1;
     }
     const int n = g_threads.load();

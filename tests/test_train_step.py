@@ -98,12 +98,15 @@ def test_train_steps_gives_the_bits_of_train_step_in_a_loop(cell, embedding_dim,
         fastrnn.set_num_threads(previous)
 
 
-def test_train_steps_with_the_head_beside_the_cells_gives_the_bits_of_one_thread():
+@pytest.mark.parametrize("mode", ["always", "timed"])
+def test_train_steps_with_the_head_beside_the_cells_gives_the_bits_of_one_thread(mode):
     """min-char-rnn's shapes at the default team threshold: on two threads the head and
-    the update of its parameters run beside the cells."""
+    the update of its parameters run beside the cells (always, or when timed faster)."""
     before = _core.min_flops_per_thread()
     previous = fastrnn.get_num_threads()
+    mode_before = _core.get_head_beside()
     _core.set_min_flops_per_thread(1 << 15)
+    _core.set_head_beside(mode)
     try:
         results = []
         for threads in (1, 2):
@@ -124,6 +127,7 @@ def test_train_steps_with_the_head_beside_the_cells_gives_the_bits_of_one_thread
             np.testing.assert_array_equal(m1[k], m2[k], err_msg=k)
     finally:
         _core.set_min_flops_per_thread(before)
+        _core.set_head_beside(mode_before)
         fastrnn.set_num_threads(previous)
 
 
