@@ -1181,7 +1181,7 @@ PYBIND11_MODULE(_core, m) {
         d["beside_seconds"] = s.beside_seconds, d["alone_seconds"] = s.alone_seconds;
         return d;
     }, "The calling thread's 'timed' choices for the last language-model shape it ran: calls run each way "
-       "and their mean times.");
+       "and the median of each way's last few times.");
     m.def("get_head_beside", [] {
         const HeadBeside mode = get_head_beside();
         return mode == HeadBeside::timed ? "timed" : mode == HeadBeside::always ? "always" : "never";

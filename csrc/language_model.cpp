@@ -244,11 +244,12 @@ void head_beside_cells(const LanguageModel<T>& m, Chain<T>& chain) {
     });
 }
 
-// Per calling thread: the mean time of a call run each way (the head beside the cells, or
-// everything on this thread alone), for one shape. Until each way has WARM timed calls it
-// alternates; then it takes the faster, and every RECHECK-th call the other one, whose
-// time may have changed with the machine's load. The first call of each way (buffers
-// allocated, caches cold) is not timed.
+// Per calling thread: the times of the last calls run each way (the head beside the
+// cells, or everything on this thread alone), for one shape. Until each way has WARM
+// timed calls it alternates; then it takes the way of the lower median of its last KEEP
+// times (one slow call, an interrupt say, does not move a median), and every RECHECK-th
+// call the other way, whose time may have changed with the machine's load. The first call
+// of each way (buffers allocated, caches cold) is not timed.
 class BesideOrAlone {
    public:
     using Shape = std::array<idx, 6>;
@@ -259,27 +260,36 @@ class BesideOrAlone {
             shape_ = shape;
         }
         ++calls_;
-        if (count_[0] < WARM || count_[1] < WARM) return count_[1] <= count_[0];
-        const bool faster = mean_[1] <= mean_[0];
+        if (timed_[0] < WARM || timed_[1] < WARM) return timed_[1] <= timed_[0];
+        const bool faster = median(1) <= median(0);
         return calls_ % RECHECK == 0 ? !faster : faster;
     }
 
     void record(bool beside, double seconds) {
         const int way = beside ? 1 : 0;
         if (seen_[way]++ == 0) return;
-        mean_[way] = count_[way] == 0 ? seconds : mean_[way] + (seconds - mean_[way]) / 4;
-        ++count_[way];
+        last_[way][timed_[way]++ % KEEP] = seconds;
     }
 
-    HeadBesideStats stats() const { return {seen_[1], seen_[0], mean_[1], mean_[0]}; }
+    HeadBesideStats stats() const {
+        return {seen_[1], seen_[0], timed_[1] ? median(1) : 0.0, timed_[0] ? median(0) : 0.0};
+    }
 
    private:
-    static constexpr int WARM = 3;
+    static constexpr int WARM = 3, KEEP = 8;
     static constexpr long RECHECK = 64;
+
+    double median(int way) const {
+        const int n = int(std::min<long>(timed_[way], KEEP));
+        std::array<double, KEEP> t{};
+        std::copy(last_[way], last_[way] + n, t.begin());
+        std::nth_element(t.begin(), t.begin() + n / 2, t.begin() + n);
+        return t[std::size_t(n / 2)];
+    }
+
     Shape shape_{};
-    double mean_[2] = {0, 0};
-    int count_[2] = {0, 0};
-    long seen_[2] = {0, 0};
+    double last_[2][KEEP] = {};
+    long timed_[2] = {0, 0}, seen_[2] = {0, 0};
     long calls_ = 0;
 };
 

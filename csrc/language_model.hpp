@@ -71,7 +71,7 @@ void set_head_beside(HeadBeside mode);
 HeadBeside get_head_beside();
 
 // The calling thread's `timed` choices for the last shape it ran: calls run each way and
-// their mean times in seconds (0 until timed).
+// the median of each way's last few times, in seconds (0 until timed).
 struct HeadBesideStats {
     long beside, alone;
     double beside_seconds, alone_seconds;
