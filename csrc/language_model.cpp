@@ -247,9 +247,14 @@ void head_beside_cells(const LanguageModel<T>& m, Chain<T>& chain) {
 // Per calling thread: the times of the last calls run each way (the head beside the
 // cells, or everything on this thread alone), for one shape. Until each way has WARM
 // timed calls it alternates; then it takes the way of the lower median of its last KEEP
-// times (one slow call, an interrupt say, does not move a median), and every RECHECK-th
-// call the other way, whose time may have changed with the machine's load. The first call
-// of each way (buffers allocated, caches cold) is not timed.
+// times (one slow call, an interrupt say, does not move a median). Now and then it runs
+// PROBE calls the other way, whose time may have changed with the machine's load: after
+// RECHECK calls, then twice as many after each probe that finds it still the slower (up to
+// MAX_RECHECK), since a slow way's probes cost time, and a partner thread woken by one
+// spins for a while beside the calls that follow. The first call of each way is not
+// timed, nor are a probe's first calls: they pay for what the other way left cold (buffers
+// to allocate, a partner thread asleep, a core that idled at a low clock); its last KEEP
+// calls replace the way's times.
 class BesideOrAlone {
    public:
     using Shape = std::array<idx, 6>;
@@ -261,13 +266,33 @@ class BesideOrAlone {
         }
         ++calls_;
         if (timed_[0] < WARM || timed_[1] < WARM) return timed_[1] <= timed_[0];
+        if (probe_left_ > 0) {
+            --probe_left_;
+            return probe_beside_;
+        }
         const bool faster = median(1) <= median(0);
-        return calls_ % RECHECK == 0 ? !faster : faster;
+        if (probed_) {  // a probe just ended
+            probed_ = false;
+            interval_ = faster == probe_beside_ ? RECHECK : std::min(2 * interval_, MAX_RECHECK);
+            next_probe_ = calls_ + interval_;
+        }
+        if (calls_ >= next_probe_) {
+            probe_beside_ = !faster;
+            probe_left_ = PROBE - 1;
+            probed_ = true;
+            untimed_ = PROBE - KEEP;
+            return probe_beside_;
+        }
+        return faster;
     }
 
     void record(bool beside, double seconds) {
         const int way = beside ? 1 : 0;
         if (seen_[way]++ == 0) return;
+        if (untimed_ > 0) {
+            --untimed_;
+            return;
+        }
         last_[way][timed_[way]++ % KEEP] = seconds;
     }
 
@@ -276,8 +301,8 @@ class BesideOrAlone {
     }
 
    private:
-    static constexpr int WARM = 3, KEEP = 8;
-    static constexpr long RECHECK = 64;
+    static constexpr int WARM = 3, KEEP = 5, PROBE = 16;
+    static constexpr long RECHECK = 256, MAX_RECHECK = 16384;
 
     double median(int way) const {
         const int n = int(std::min<long>(timed_[way], KEEP));
@@ -290,7 +315,9 @@ class BesideOrAlone {
     Shape shape_{};
     double last_[2][KEEP] = {};
     long timed_[2] = {0, 0}, seen_[2] = {0, 0};
-    long calls_ = 0;
+    long calls_ = 0, interval_ = RECHECK, next_probe_ = RECHECK;
+    int probe_left_ = 0, untimed_ = 0;
+    bool probe_beside_ = false, probed_ = false;
 };
 
 thread_local BesideOrAlone t_way;
