@@ -64,8 +64,8 @@ bool head_runs_beside_cells(Cell cell, idx N, idx steps, idx H);
 
 // Where the head may run beside the cells: `timed` (the default) times that way against
 // the whole call on the calling thread alone now and then and takes the faster (see
-// language_model.cpp); `always` runs it beside; `never` runs every call on one thread
-// after another's kernels, as where it may not.
+// language_model.cpp); `always` runs it beside; `never` runs the stages one after
+// another, each kernel with its own team, as where it may not.
 enum class HeadBeside { timed, always, never };
 void set_head_beside(HeadBeside mode);
 HeadBeside get_head_beside();

@@ -130,8 +130,8 @@ def test_head_beside_the_cells_gives_the_layer_by_layer_bits(
 
 def test_timed_head_runs_both_ways_with_the_bits_of_one_thread(default_thread_teams, head_beside):
     """In 'timed' mode a call runs the head beside the cells or everything on one thread,
-    each way timed until the faster is known; both give the bits of 'never' (one thread
-    after another's kernels), call after call."""
+    each way timed until the faster is known; both give the bits of 'never' (the stages
+    one after another, each kernel with its own team), call after call."""
     previous = fastrnn.get_num_threads()
     V, H, N, T = 79, 100, 1, 25
     rng = np.random.default_rng(5)
