@@ -1050,19 +1050,12 @@ py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py:
         } else {
             rules.push_back(parse_rule(kind, py::cast<py::dict>(args_u[3])));
         }
-        InPlaceList<T> in_place;  // the parameters as read above, which must be the arrays given
+        // The parameters must be updatable in place, and be the arrays the call read above.
+        InPlaceList<T> in_place = in_place_list<T>(params, "params");
         for (idx k = 0; k < count; ++k) {
-            py::array& a = p[std::size_t(k)];
-            const py::handle given = params[std::size_t(k)];
-            const bool same =
-                py::isinstance<py::array>(given) && py::reinterpret_borrow<py::array>(given).data() == a.data();
-            if (!same || !a.writeable()) {
-                in_place_array<T>(given, "params", long(k));  // raises, naming the problem
+            if (in_place.ptrs[std::size_t(k)] != p[std::size_t(k)].data()) {
                 throw py::value_error(item_name("params", long(k)) + " cannot be updated in place");
             }
-            in_place.ptrs.push_back(mut<T>(a));
-            in_place.sizes.push_back(a.size());
-            in_place.keep.push_back(a);
         }
         std::vector<const T*> grad_ptrs(g.ptrs.begin(), g.ptrs.end());
         const UpdateRule any_rule = rules.empty() ? parse_rule(kind, py::dict()) : rules.front();  // K = 0: none runs

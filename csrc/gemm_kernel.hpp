@@ -191,6 +191,7 @@ struct Kernel {
     // Rows shorter than this (an LSTM step's gate blocks, 256 columns a thread) gained
     // nothing over the register tiles.
     static constexpr idx STREAM_MIN_COLS = 512;
+    static constexpr int STREAM_ROWS = 4;  // rows of B per pass (stream_pass)
     static void row_stream(idx kc, const T* a, idx acs, const T* b, idx b_row, idx n, T* c, bool accumulate) {
         alignas(64) T acc[STREAM_COLS];
         for (idx j0 = 0; j0 < n; j0 += STREAM_COLS) {
@@ -199,24 +200,22 @@ struct Kernel {
             // sum per pass instead of per row. The first pass starts from zero and the last
             // one writes C, so the sums need no passes of their own.
             for (idx k0 = 0; k0 < kc; k0 += STREAM_ROWS) {
-                const idx rows = min_idx(STREAM_ROWS, kc - k0);
+                const idx rows = min_idx(STREAM_ROWS, kc - k0);  // 1..4
                 const T* in = k0 == 0 ? nullptr : acc;
                 const bool last = k0 + rows == kc;
                 T* out = last ? c + j0 : acc;
                 const T* add = last && accumulate ? c + j0 : nullptr;
+                const T* ak = a + k0 * acs;
                 const T* bk = b + k0 * b_row + j0;
-                if (rows == STREAM_ROWS) {
-                    stream_pass<STREAM_ROWS>(a + k0 * acs, acs, bk, b_row, cols, in, add, out);
-                } else {
-                    for (idx r = 0; r < rows; ++r) {
-                        stream_pass<1>(a + (k0 + r) * acs, acs, bk + r * b_row, b_row, cols, r == 0 ? in : acc,
-                                       r + 1 == rows ? add : nullptr, r + 1 == rows ? out : acc);
-                    }
+                switch (rows) {
+                    case 1: stream_pass<1>(ak, acs, bk, b_row, cols, in, add, out); break;
+                    case 2: stream_pass<2>(ak, acs, bk, b_row, cols, in, add, out); break;
+                    case 3: stream_pass<3>(ak, acs, bk, b_row, cols, in, add, out); break;
+                    default: stream_pass<STREAM_ROWS>(ak, acs, bk, b_row, cols, in, add, out); break;
                 }
             }
         }
     }
-    static constexpr idx STREAM_ROWS = 4;
 
     // out[j] = (in ? in[j] : 0) + a[0]*b[j] + ... + a[ROWS-1]*b[(ROWS-1)*b_row + j] (fused,
     // in that order), then + add[j] if add: cols a multiple of W.

@@ -36,9 +36,22 @@ MatRef<T> prev_h(const T* h0, const T* h, const Dims& d, idx t) {
     return t == 0 ? MatRef<T>{h0, d.H, 1} : step_block(h, d, d.H, t - 1);
 }
 
-// out (N*T rows, row stride ld) <- x·Wx for every (n, t), Wx (D, GH): one product, or with
-// token ids a copy of row ids[n, t] of Wx (the product with a one-hot x, exactly; steps
-// past a row's length, whose ids may be anything, get 0).
+// Columns [j0, j1) of row i = n*T + t of x·Wx when x holds token ids: that part of row
+// ids[i] of Wx (GH wide), the product with a one-hot x exactly; 0 past the sequence's
+// length, where the id may be anything.
+template <class T>
+void copy_id_row(const Dims& d, const Lengths& len, const std::int64_t* ids, const T* Wx, idx GH, idx i, idx j0,
+                 idx j1, T* out_row) {
+    if (len.active(i / d.T, i % d.T)) {
+        const T* row = Wx + ids[i] * GH;
+        std::copy(row + j0, row + j1, out_row + j0);
+    } else {
+        std::fill(out_row + j0, out_row + j1, T(0));
+    }
+}
+
+// out (N*T rows, row stride ld) <- x·Wx for every (n, t), Wx (D, GH): one product, or
+// with token ids the rows copy_id_row copies.
 template <class T>
 void input_projection(const Dims& d, const Lengths& len, const T* x, const std::int64_t* ids, const T* Wx, idx GH,
                       T* out, idx ld) {
@@ -47,14 +60,7 @@ void input_projection(const Dims& d, const Lengths& len, const T* x, const std::
         return;
     }
     const Range r = my_share(d.N * d.T);
-    for (idx i = r.begin; i < r.end; ++i) {
-        if (len.active(i / d.T, i % d.T)) {
-            const T* row = Wx + ids[i] * GH;
-            std::copy(row, row + GH, out + i * ld);
-        } else {
-            std::fill(out + i * ld, out + i * ld + GH, T(0));
-        }
-    }
+    for (idx i = r.begin; i < r.end; ++i) copy_id_row(d, len, ids, Wx, GH, i, 0, GH, out + i * ld);
     team_barrier();
 }
 
@@ -102,16 +108,10 @@ void project_inputs(const Block& mine, const ForwardArgs<T>& a, const std::vecto
         T* gates[4];  // G <= 4
         for (idx g = 0; g < G; ++g) gates[g] = out + g * H;
         gemm_block(mine, row_major(a.x, d.D), Wxg.data(), G, false, gates, ld);
-    } else {  // the rows of Wx the ids pick, as input_projection copies them
+    } else {  // the member's columns of each gate of the rows of Wx the ids pick
         for (idx n = mine.i0; n < mine.i1 && mine.j0 < mine.j1; ++n) {
             for (idx g = 0; g < G; ++g) {
-                T* o = out + n * ld + g * H;
-                if (a.lengths.active(n, 0)) {
-                    const T* row = a.Wx + a.ids[n] * G * H + g * H;
-                    std::copy(row + mine.j0, row + mine.j1, o + mine.j0);
-                } else {
-                    std::fill(o + mine.j0, o + mine.j1, T(0));
-                }
+                copy_id_row(d, a.lengths, a.ids, a.Wx, G * H, n, g * H + mine.j0, g * H + mine.j1, out + n * ld);
             }
         }
     }

@@ -219,9 +219,9 @@ class Optimizer:
             coef = self._coef()
             coef.update(self._clipping(grads))
             for names in self._compiled_names:
-                state = [[self.state[b][k] for k in names] for b in self._buffers] + [[], []]
+                state0, state1 = self._state_lists(names)
                 _core.optimizer_update(self._rule, [self.params[k] for k in names], [grads[k] for k in names],
-                                       state[0], state[1], coef)
+                                       state0, state1, coef)
         except (TypeError, ValueError):
             self.t = t
             self._check_grads(grads)  # raises the error with the parameter's name
@@ -252,13 +252,17 @@ class Optimizer:
         def advance() -> Dict[str, Any]:
             self.t += 1
             coef = self._coef()
-            if self.clipvalue is not None:
-                coef["clip_value"] = self.clipvalue
+            coef.update(self._clipping({}))  # clip_value or nothing: global_clipnorm does not fuse
             return coef
 
         coef: Any = advance() if steps is None else [advance() for _ in range(steps)]
-        state = [list(map(self.state[b].__getitem__, names)) for b in self._buffers] + [[], []]
-        return self._rule, state[0], state[1], coef
+        return (self._rule, *self._state_lists(names), coef)
+
+    def _state_lists(self, names: Sequence[str]) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+        """The compiled update's state0 and state1: the rule's buffers of ``names``, in
+        order (empty lists for the buffers a rule does not have)."""
+        lists = [[self.state[b][k] for k in names] for b in self._buffers] + [[], []]
+        return lists[0], lists[1]
 
     def _clipping(self, grads: Mapping[str, np.ndarray]) -> Dict[str, float]:
         """The compiled update's gradient transform: ``clip_value`` or ``grad_scale``."""
