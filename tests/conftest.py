@@ -306,6 +306,23 @@ def one_thread():
     _core.set_num_threads(before)
 
 
+@pytest.fixture
+def default_thread_teams():
+    """The library's default team threshold, for a test that needs it (the others get full teams)."""
+    before = _core.min_flops_per_thread()
+    _core.set_min_flops_per_thread(1 << 15)
+    yield
+    _core.set_min_flops_per_thread(before)
+
+
+@pytest.fixture
+def head_beside():
+    """A setter for where the head may run (_core.set_head_beside), restored afterwards."""
+    before = _core.get_head_beside()
+    yield _core.set_head_beside
+    _core.set_head_beside(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def full_thread_teams():
     """Kernels normally run small problems on one thread (a team would cost more than it

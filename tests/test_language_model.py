@@ -78,92 +78,67 @@ BESIDE = [
 ]
 
 
-@pytest.fixture
-def default_thread_teams():
-    """The library's default team threshold (conftest gives every other test full teams)."""
-    before = _core.min_flops_per_thread()
-    _core.set_min_flops_per_thread(1 << 15)
-    yield
-    _core.set_min_flops_per_thread(before)
-
-
-@pytest.fixture
-def head_beside():
-    """A setter for where the head may run (_core.set_head_beside), restored afterwards."""
-    before = _core.get_head_beside()
-    yield _core.set_head_beside
-    _core.set_head_beside(before)
-
-
 @pytest.mark.parametrize("cell,N,T,V,H,embedding_dim,num_layers,dropout", BESIDE)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("mode", ["always", "timed"])
 def test_head_beside_the_cells_gives_the_layer_by_layer_bits(
-    default_thread_teams, head_beside, mode, cell, N, T, V, H, embedding_dim, num_layers, dropout, dtype
+    default_thread_teams, head_beside, threads, mode, cell, N, T, V, H, embedding_dim, num_layers, dropout, dtype
 ):
     """'always' runs every call with the head beside the cells; 'timed' (the default)
     alternates that with the whole call on one thread, then takes the faster."""
     head_beside(mode)
-    previous = fastrnn.get_num_threads()
-    try:
-        fastrnn.set_num_threads(1)
-        assert not _core.head_runs_beside_cells(cell, N, T, H)
-        fastrnn.set_num_threads(2)
-        assert _core.head_runs_beside_cells(cell, N, T, H)
-        rng = np.random.default_rng(3)
-        kw = dict(num_layers=num_layers, cell=cell, dropout=dropout, embedding_dim=embedding_dim, dtype=dtype, seed=2)
-        ours, theirs = CharRNN(V, H, **kw), CharRNN(V, H, **kw)
-        x, y = rng.integers(V, size=(N, T)), rng.integers(V, size=(N, T))
-        state = None
-        for _ in range(20):  # the threads meet at different points each time
-            want_loss, want_grads, want_final = layer_by_layer(theirs, x, y, state, "mean")
-            loss, grads, final = ours.loss(x, y, state)
-            assert loss == want_loss
-            for k in grads:
-                np.testing.assert_array_equal(grads[k], want_grads[k], err_msg=k)
-            for got, want in zip(as_tuple(final), want_final):
-                np.testing.assert_array_equal(got, want)
-            state = final
-    finally:
-        fastrnn.set_num_threads(previous)
+    threads(1)
+    assert not _core.head_runs_beside_cells(cell, N, T, H)
+    threads(2)
+    assert _core.head_runs_beside_cells(cell, N, T, H)
+    rng = np.random.default_rng(3)
+    kw = dict(num_layers=num_layers, cell=cell, dropout=dropout, embedding_dim=embedding_dim, dtype=dtype, seed=2)
+    ours, theirs = CharRNN(V, H, **kw), CharRNN(V, H, **kw)
+    x, y = rng.integers(V, size=(N, T)), rng.integers(V, size=(N, T))
+    state = None
+    for _ in range(20):  # the threads meet at different points each time
+        want_loss, want_grads, want_final = layer_by_layer(theirs, x, y, state, "mean")
+        loss, grads, final = ours.loss(x, y, state)
+        assert loss == want_loss
+        for k in grads:
+            np.testing.assert_array_equal(grads[k], want_grads[k], err_msg=k)
+        for got, want in zip(as_tuple(final), want_final):
+            np.testing.assert_array_equal(got, want)
+        state = final
 
 
-def test_timed_head_runs_both_ways_with_the_bits_of_one_thread(default_thread_teams, head_beside):
+def test_timed_head_runs_both_ways_with_the_bits_of_one_thread(default_thread_teams, head_beside, threads):
     """In 'timed' mode a call runs the head beside the cells or everything on one thread,
     each way timed until the faster is known; both give the bits of 'never' (the stages
     one after another, each kernel with its own team), call after call."""
-    previous = fastrnn.get_num_threads()
     V, H, N, T = 79, 100, 1, 25
     rng = np.random.default_rng(5)
     x, y = rng.integers(V, size=(N, T)), rng.integers(V, size=(N, T))
-    try:
-        fastrnn.set_num_threads(2)
-        results = {}
-        for mode in ("never", "timed"):
-            head_beside(mode)
-            assert _core.head_runs_beside_cells("rnn", N, T, H) == (mode == "timed")
-            CharRNN(V, H, cell="rnn", seed=9).loss(x, y)  # the stats are of the last shape run
-            model, state = CharRNN(V, H, cell="rnn", seed=4), None
-            before = _core.head_beside_stats()
-            runs = []
-            for _ in range(30):
-                loss, grads, state = model.loss(x, y, state)
-                runs.append((loss, {k: g.copy() for k, g in grads.items()}, state.copy()))
-            results[mode] = runs
-            after = _core.head_beside_stats()
-            ran = {way: after[way] - before[way] for way in ("beside", "alone")}
-            if mode == "never":
-                assert ran == {"beside": 0, "alone": 0}
-            else:
-                assert ran["beside"] >= 4 and ran["alone"] >= 4 and sum(ran.values()) == 30
-                assert after["beside_seconds"] > 0 and after["alone_seconds"] > 0
-        for (l1, g1, s1), (l2, g2, s2) in zip(results["never"], results["timed"]):
-            assert l1 == l2
-            np.testing.assert_array_equal(s1, s2)
-            for k in g1:
-                np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
-    finally:
-        fastrnn.set_num_threads(previous)
+    threads(2)
+    results = {}
+    for mode in ("never", "timed"):
+        head_beside(mode)
+        assert _core.head_runs_beside_cells("rnn", N, T, H) == (mode == "timed")
+        CharRNN(V, H, cell="rnn", seed=9).loss(x, y)  # the stats are of the last shape run
+        model, state = CharRNN(V, H, cell="rnn", seed=4), None
+        before = _core.head_beside_stats()
+        runs = []
+        for _ in range(30):
+            loss, grads, state = model.loss(x, y, state)
+            runs.append((loss, {k: g.copy() for k, g in grads.items()}, state.copy()))
+        results[mode] = runs
+        after = _core.head_beside_stats()
+        ran = {way: after[way] - before[way] for way in ("beside", "alone")}
+        if mode == "never":
+            assert ran == {"beside": 0, "alone": 0}
+        else:
+            assert ran["beside"] >= 4 and ran["alone"] >= 4 and sum(ran.values()) == 30
+            assert after["beside_seconds"] > 0 and after["alone_seconds"] > 0
+    for (l1, g1, s1), (l2, g2, s2) in zip(results["never"], results["timed"]):
+        assert l1 == l2
+        np.testing.assert_array_equal(s1, s2)
+        for k in g1:
+            np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
 
 
 def test_head_beside_mode_must_be_known(head_beside):

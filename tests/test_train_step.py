@@ -99,36 +99,29 @@ def test_train_steps_gives_the_bits_of_train_step_in_a_loop(cell, embedding_dim,
 
 
 @pytest.mark.parametrize("mode", ["always", "timed"])
-def test_train_steps_with_the_head_beside_the_cells_gives_the_bits_of_one_thread(mode):
+def test_train_steps_with_the_head_beside_the_cells_gives_the_bits_of_one_thread(
+    default_thread_teams, head_beside, threads, mode
+):
     """min-char-rnn's shapes at the default team threshold: on two threads the head and
     the update of its parameters run beside the cells (always, or when timed faster)."""
-    before = _core.min_flops_per_thread()
-    previous = fastrnn.get_num_threads()
-    mode_before = _core.get_head_beside()
-    _core.set_min_flops_per_thread(1 << 15)
-    _core.set_head_beside(mode)
-    try:
-        results = []
-        for threads in (1, 2):
-            fastrnn.set_num_threads(threads)
-            assert _core.head_runs_beside_cells("rnn", 1, 25, 100) == (threads == 2)
-            model = CharRNN(79, hidden_size=100, cell="rnn", seed=0)
-            opt = Adagrad(model.params, lr=0.1, clipvalue=5.0)
-            rng = np.random.default_rng(2)
-            x, y = rng.integers(79, size=(6, 1, 25)), rng.integers(79, size=(6, 1, 25))
-            losses, state = model.train_steps(x, y, opt, None, reduction="sum")
-            results.append((losses, state, {k: p.copy() for k, p in model.params.items()},
-                            {k: m.copy() for k, m in opt.state["mem"].items()}))
-        (l1, s1, p1, m1), (l2, s2, p2, m2) = results
-        np.testing.assert_array_equal(l1, l2)
-        np.testing.assert_array_equal(s1, s2)
-        for k in p1:
-            np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
-            np.testing.assert_array_equal(m1[k], m2[k], err_msg=k)
-    finally:
-        _core.set_min_flops_per_thread(before)
-        _core.set_head_beside(mode_before)
-        fastrnn.set_num_threads(previous)
+    head_beside(mode)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        assert _core.head_runs_beside_cells("rnn", 1, 25, 100) == (n == 2)
+        model = CharRNN(79, hidden_size=100, cell="rnn", seed=0)
+        opt = Adagrad(model.params, lr=0.1, clipvalue=5.0)
+        rng = np.random.default_rng(2)
+        x, y = rng.integers(79, size=(6, 1, 25)), rng.integers(79, size=(6, 1, 25))
+        losses, state = model.train_steps(x, y, opt, None, reduction="sum")
+        results.append((losses, state, {k: p.copy() for k, p in model.params.items()},
+                        {k: m.copy() for k, m in opt.state["mem"].items()}))
+    (l1, s1, p1, m1), (l2, s2, p2, m2) = results
+    np.testing.assert_array_equal(l1, l2)
+    np.testing.assert_array_equal(s1, s2)
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
+        np.testing.assert_array_equal(m1[k], m2[k], err_msg=k)
 
 
 def test_train_steps_of_zero_chunks_return_the_state_and_change_nothing():
@@ -238,37 +231,31 @@ def test_next_batches_are_next_batch_s_and_stop_at_the_end_of_the_epoch():
             ours.next_batches(bad)
 
 
-def test_train_steps_from_several_python_threads_give_each_model_its_own_bits():
+def test_train_steps_from_several_python_threads_give_each_model_its_own_bits(default_thread_teams, threads):
     """Four threads train four models at once (the GIL is released inside the call, and
     each call may run its head beside the cells): each ends as it would alone."""
     import threading
 
-    before = _core.min_flops_per_thread()
-    previous = fastrnn.get_num_threads()
-    _core.set_min_flops_per_thread(1 << 15)
-    fastrnn.set_num_threads(2)
-    try:
-        def train(seed: int):
-            model = CharRNN(40, hidden_size=64, num_layers=1, cell="rnn", seed=seed)
-            opt = Adagrad(model.params, lr=0.1, clipvalue=5.0)
-            rng = np.random.default_rng(seed)
-            x, y = rng.integers(40, size=(8, 1, 20)), rng.integers(40, size=(8, 1, 20))
-            state = None
-            for _ in range(10):
-                losses, state = model.train_steps(x, y, opt, state, reduction="sum")
-            return losses, {k: p.copy() for k, p in model.params.items()}
+    threads(2)
 
-        alone = [train(seed) for seed in range(4)]
-        together: list = [None] * 4
-        threads = [threading.Thread(target=lambda s=s: together.__setitem__(s, train(s))) for s in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        for (l1, p1), (l2, p2) in zip(alone, together):
-            np.testing.assert_array_equal(l1, l2)
-            for k in p1:
-                np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
-    finally:
-        _core.set_min_flops_per_thread(before)
-        fastrnn.set_num_threads(previous)
+    def train(seed: int):
+        model = CharRNN(40, hidden_size=64, num_layers=1, cell="rnn", seed=seed)
+        opt = Adagrad(model.params, lr=0.1, clipvalue=5.0)
+        rng = np.random.default_rng(seed)
+        x, y = rng.integers(40, size=(8, 1, 20)), rng.integers(40, size=(8, 1, 20))
+        state = None
+        for _ in range(10):
+            losses, state = model.train_steps(x, y, opt, state, reduction="sum")
+        return losses, {k: p.copy() for k, p in model.params.items()}
+
+    alone = [train(seed) for seed in range(4)]
+    together: list = [None] * 4
+    workers = [threading.Thread(target=lambda s=s: together.__setitem__(s, train(s))) for s in range(4)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=120)
+    for (l1, p1), (l2, p2) in zip(alone, together):
+        np.testing.assert_array_equal(l1, l2)
+        for k in p1:
+            np.testing.assert_array_equal(p1[k], p2[k], err_msg=k)
