@@ -36,8 +36,11 @@ class Chain {
           L_(idx(m.layers.size())),
           rows_(m.N * m.steps),
           one_hot_(m.embed == nullptr),
+          folded_(!one_hot_ && 2 * m.V <= rows_),
+          GH_((m.kind.cell == Cell::lstm ? 4 : m.kind.cell == Cell::gru ? 3 : 1) * m.H),
           x_(std::size_t(L_ + 1), nullptr),
-          embedded_(one_hot_ ? 0 : rows_ * m.E),
+          embedded_(one_hot_ || folded_ ? 0 : rows_ * m.E),
+          table_(folded_ ? m.V * GH_ : 0),
           scores_(rows_ * m.V),
           dh_(rows_ * m.H),
           dx_(rows_ * (one_hot_ ? m.H : std::max(m.H, m.E))) {
@@ -50,11 +53,17 @@ class Chain {
         }
     }
 
-    Dims dims(idx l) const { return {m_.N, m_.steps, l > 0 ? m_.H : one_hot_ ? m_.V : m_.E, m_.H}; }
+    Dims dims(idx l) const { return {m_.N, m_.steps, l > 0 ? m_.H : reads_ids(0) ? m_.V : m_.E, m_.H}; }
 
-    // x[0] (N,T,E): the embedded ids (nothing with one-hot inputs).
+    // x[0] (N,T,E): the embedded ids (nothing with one-hot inputs). Folded, the table
+    // E·Wx (V,G*H) instead: layer 0 then reads its rows as one-hot inputs read Wx's, the
+    // same values, since row v of E·Wx is E[v]·Wx summed in the same order.
     void embed() {
         if (one_hot_) return;
+        if (folded_) {
+            matmul<T>(m_.V, GH_, m_.E, row_major(m_.embed, m_.E), row_major(m_.layers[0].Wx, GH_), table_.data(), GH_);
+            return;
+        }
         for (idx r = 0; r < rows_; ++r) {
             std::copy(m_.embed + m_.ids[r] * m_.E, m_.embed + (m_.ids[r] + 1) * m_.E, embedded_.data() + r * m_.E);
         }
@@ -69,8 +78,8 @@ class Chain {
         ForwardArgs<T> f{};
         f.dims = dims(l);
         f.x = x_[std::size_t(l)];
-        f.ids = (l == 0 && one_hot_) ? m_.ids : nullptr;
-        f.h0 = p.h0, f.c0 = p.c0, f.Wx = p.Wx, f.Wh = p.Wh, f.b = p.b, f.bh = p.bh;
+        f.ids = reads_ids(l) ? m_.ids : nullptr;
+        f.h0 = p.h0, f.c0 = p.c0, f.Wx = (l == 0 && folded_) ? table_.data() : p.Wx, f.Wh = p.Wh, f.b = p.b, f.bh = p.bh;
         f.h = h_[std::size_t(l)].data(), f.ws = ws_[std::size_t(l)].data(), f.hT = p.hT, f.cT = p.cT;
         f.progress = steps;
         cell_forward(m_.kind, f);
@@ -135,21 +144,25 @@ class Chain {
                 T* g = dh_.data();
                 for (idx i = 0; i < rows_ * m_.H; ++i) g[i] = g[i] * p.mask[i];
             }
-            const bool wants_dx = l > 0 || !one_hot_;
+            const bool wants_dx = l > 0 || !reads_ids(0);
             BackwardArgs<T> b{};
             b.dims = dims(l);
             b.x = x_[std::size_t(l)];
-            b.ids = (l == 0 && one_hot_) ? m_.ids : nullptr;
+            b.ids = reads_ids(l) ? m_.ids : nullptr;
             b.h0 = p.h0, b.c0 = p.c0, b.Wx = p.Wx, b.Wh = p.Wh;
             b.h = h_[std::size_t(l)].data(), b.ws = ws_[std::size_t(l)].data();
             b.dh = dh_.data();
             b.dx = wants_dx ? dx_.data() : nullptr;
             b.dh0 = dh0.data(), b.dc0 = m_.kind.cell == Cell::lstm ? dc0.data() : nullptr;
-            b.dWx = p.dWx, b.dWh = p.dWh, b.db = p.db, b.dbh = p.dbh;
+            b.dWx = (l == 0 && folded_) ? table_.data() : p.dWx, b.dWh = p.dWh, b.db = p.db, b.dbh = p.dbh;
             cell_backward(m_.kind, b);
             std::swap(dh_, dx_);
         }
-        if (!one_hot_) {  // dh now holds the gradient reaching the embedded rows (N,T,E)
+        if (folded_) {  // table holds S (V,G*H), dA's rows summed by id: dWx = Eᵀ·S, dE = S·Wxᵀ
+            const LanguageModelLayer<T>& p = m_.layers[0];
+            matmul<T>(m_.E, GH_, m_.V, row_major(m_.embed, m_.E).t(), row_major(table_.data(), GH_), p.dWx, GH_);
+            matmul<T>(m_.V, m_.E, GH_, row_major(table_.data(), GH_), row_major(p.Wx, GH_).t(), m_.dembed, m_.E);
+        } else if (!one_hot_) {  // dh now holds the gradient reaching the embedded rows (N,T,E)
             std::fill(m_.dembed, m_.dembed + m_.V * m_.E, T(0));
             embedding_backward<T>(rows_, m_.E, m_.ids, dh_.data(), m_.dembed);
         }
@@ -159,6 +172,7 @@ class Chain {
 
    private:
     const T* top() const { return x_[std::size_t(L_)]; }
+    bool reads_ids(idx l) const { return l == 0 && (one_hot_ || folded_); }
 
     void add_bias(idx r) {
         T* s = scores_.data() + r * m_.V;
@@ -177,8 +191,13 @@ class Chain {
     const LanguageModel<T>& m_;
     const idx L_, rows_;
     const bool one_hot_;
+    // With an embedding and fewer tokens than rows, layer 0's input side runs on the
+    // table E·Wx: three products of V rows instead of N*T (x·Wx, dWx, dx).
+    const bool folded_;
+    const idx GH_;
     std::vector<const T*> x_;  // x[l]: layer l's input; x[L]: the head's
     Buffer<T> embedded_;
+    Buffer<T> table_;  // folded: E·Wx (V,G*H), then in backward S
     std::vector<Buffer<T>> h_, ws_, masked_;
     Buffer<T> scores_;  // (N*T,V): the scores, then dscores
     std::vector<double> nll_;  // per row, with head_steps

@@ -4,6 +4,11 @@
 // It chains the cells' own kernels, the kernels' matrix multiply and the temporal kernels
 // in the order the layer-by-layer path takes, so the results are that path's; what it
 // saves is the interpreter between the calls, which is most of a small model's step.
+// One exception: with an embedding and N*T >= 2V, layer 0 reads rows of the table E·Wx
+// (V,G*H) as one-hot inputs read Wx's (the same forward bits), and backward sums dA's rows
+// by token into S (V,G*H) before dWx = Eᵀ·S and dE = S·Wxᵀ: those two gradients are
+// summed in another order than the layer path's (equal to rounding), and the three
+// input-side products run on V rows instead of N*T.
 // Argument checks happen in the bindings; this trusts its inputs.
 #pragma once
 

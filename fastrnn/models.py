@@ -263,6 +263,13 @@ class CharRNN:
         summed and divided by N (CS231n's). Returns (loss, grads, final_state): ``grads`` is
         ``self.grads``, overwritten by this call (the same arrays every call);
         ``final_state`` is a new array (or (h, c)) to pass as the next chunk's ``state``.
+
+        One compiled call gives the bits of :meth:`forward`, ``temporal_softmax_loss`` and
+        :meth:`backward`, but for one shortcut: with an embedding and N*T at least twice V,
+        the first layer's input side runs on the table E·Wx (V, G*H), a third of that
+        layer's products on V rows instead of N*T. The loss, the state and every other
+        gradient keep their bits; those of ``embed.W`` and ``rnn.Wx_l0`` are summed in
+        another order (equal to rounding).
         """
         total, denom, state = self._compiled_loss(inputs, targets, state, reduction)  # type: ignore[misc]
         return total / denom, self.grads, state

@@ -193,12 +193,14 @@ def test_charrnn_step_matches_full_forward(cell, embedding_dim):
 
 
 @pytest.mark.parametrize(
-    "cell,embedding_dim,dropout",
-    [("rnn", None, 0.0), ("lstm", None, 0.0), ("gru", None, 0.0), ("lstm", 3, 0.5), ("gru", 3, 0.0)],
+    "cell,embedding_dim,dropout,N",
+    [("rnn", None, 0.0, 2), ("lstm", None, 0.0, 2), ("gru", None, 0.0, 2), ("lstm", 3, 0.5, 2), ("gru", 3, 0.0, 2),
+     # 16 rows, at least twice the 5 tokens: the compiled loss folds the embedding into E·Wx
+     ("lstm", 3, 0.5, 4), ("rnn", 3, 0.0, 4)],
 )
-def test_charrnn_gradcheck(cell, embedding_dim, dropout):
+def test_charrnn_gradcheck(cell, embedding_dim, dropout, N):
     rng = np.random.default_rng(2)
-    N, T, V, H = 2, 4, 5, 4
+    T, V, H = 4, 5, 4
     model = CharRNN(V, H, 2, cell=cell, embedding_dim=embedding_dim, dropout=dropout, dtype=np.float64, seed=4)
     x, y = rng.integers(V, size=(N, T)), rng.integers(V, size=(N, T))
     state0 = tuple(0.5 * rng.standard_normal(s.shape) for s in as_tuple(model.initial_state(N)))
