@@ -127,6 +127,30 @@ def test_head_beside_the_cells_gives_the_layer_by_layer_bits(
         state = final
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_folded_embedding_gives_the_same_bits_for_any_thread_count(threads, cell, dtype):
+    """The folded first layer (table E·Wx, gradients through S) splits its products and
+    the scatter by columns, never a sum: 1, 2 and 3 threads give the same bits."""
+    rng = np.random.default_rng(11)
+    N, T, V, H = 8, 12, 20, 40
+    x, y = rng.integers(V, size=(N, T)), rng.integers(V, size=(N, T))
+    kw = dict(num_layers=2, cell=cell, embedding_dim=24, dropout=0.25, dtype=dtype, seed=5)
+    runs = []
+    for n in (1, 2, 3):
+        threads(n)
+        model = CharRNN(V, H, **kw)
+        assert folds_embedding(model, N, T)
+        loss, grads, final = model.loss(x, y)
+        runs.append((loss, {k: g.copy() for k, g in grads.items()}, as_tuple(final)))
+    for loss, grads, final in runs[1:]:
+        assert loss == runs[0][0]
+        for k in grads:
+            np.testing.assert_array_equal(grads[k], runs[0][1][k], err_msg=k)
+        for got, want in zip(final, runs[0][2]):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_timed_head_runs_both_ways_with_the_bits_of_one_thread(default_thread_teams, head_beside, threads):
     """In 'timed' mode a call runs the head beside the cells or everything on one thread,
     each way timed until the faster is known; both give the bits of 'never' (the stages
