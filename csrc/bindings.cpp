@@ -162,6 +162,13 @@ bool is_int_dtype(const py::array& a) {
     return kind == 'i' || kind == 'u';
 }
 
+// An integer taken from `raw` into int64 (same bits), as `raw` holds it: a uint64 past
+// INT64_MAX reads as itself in a message, not as the negative number it became.
+std::string int_str(const py::array& raw, std::int64_t v) {
+    const bool u64 = raw.dtype().kind() == 'u' && raw.itemsize() == 8;
+    return u64 ? std::to_string(static_cast<std::uint64_t>(v)) : std::to_string(v);
+}
+
 // Integer ids as a C-contiguous int64 array (a copy only when needed), each in [0, limit)
 // wherever checked(flat index) holds. `context` follows the range in the error message.
 template <class Checked>
@@ -180,7 +187,7 @@ py::array_t<std::int64_t> checked_ids(const py::array& raw, const std::string& n
                 at = std::to_string(rest % ids.shape(k)) + (at.empty() ? "" : ", ") + at;
             }
             throw py::value_error(name + " must lie in [0, " + std::to_string(limit) + ")" + context + ", got " +
-                                  name + "[" + at + "] = " + std::to_string(p[i]));
+                                  name + "[" + at + "] = " + int_str(raw, p[i]));
         }
     }
     return ids;
@@ -340,7 +347,7 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
         for (idx n = 0; n < N; ++n) {
             if (l[n] < 0 || l[n] > Tn) {
                 throw py::value_error("lengths must lie in [0, T] = [0, " + std::to_string(Tn) +
-                                      "], got lengths[" + std::to_string(n) + "] = " + std::to_string(l[n]));
+                                      "], got lengths[" + std::to_string(n) + "] = " + int_str(raw, l[n]));
             }
         }
     }

@@ -467,6 +467,13 @@ def resolve_checkpoint(path: str, which: str = "best") -> str:
         return path
     infos = list_checkpoints(path)
     if not infos:
+        files = sorted(glob.glob(os.path.join(glob.escape(path), _PATTERN)))
+        if files:  # there are some, none readable: say why for one of them
+            try:
+                _info(files[-1])
+            except CheckpointError as e:
+                raise CheckpointError(f"{path}: no readable checkpoint among {len(files)} lm_*.npz file(s); "
+                                      f"{e}") from None
         raise CheckpointError(f"{path}: no fastrnn checkpoint (lm_*.npz) in this directory")
     latest = infos[-1]
     if which == "latest":

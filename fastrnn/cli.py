@@ -508,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--unknown", choices=("skip", "error"), default="error",
                    help="characters outside the vocabulary: error (default) or skip them")
     e.add_argument("--batch", type=_positive_int, default=16,
-                   help="the text is cut into this many streams run in parallel (default 16)")
+                   help="the text is cut into this many streams run in parallel (default 16; at most one "
+                        "per --seq characters)")
     e.add_argument("--seq", type=_positive_int, default=256, help="timesteps per kernel call")
     e.add_argument("--threads", type=_positive_int, help="kernel threads")
     e.add_argument("--json", action="store_true", help="print one JSON object with loss and bpc")

@@ -281,9 +281,10 @@ class CharBatches:
     def __init__(self, ids: Union[np.ndarray, Iterable[int]], batch_size: int, seq_length: int,
                  val_fraction: float = 0.05, test_fraction: float = 0.0) -> None:
         a = np.asarray(ids)
-        if a.ndim != 1 or not (a.dtype.kind in "ui" or a.size == 0):
-            raise TypeError(f"CharBatches: ids must be a 1-D integer array, got dtype {a.dtype} "
-                            f"and shape {a.shape}")
+        if not (a.dtype.kind in "ui" or a.size == 0):
+            raise TypeError(f"CharBatches: ids must be a 1-D integer array, got dtype {a.dtype}")
+        if a.ndim != 1:
+            raise ValueError(f"CharBatches: ids must be a 1-D integer array, got shape {a.shape}")
         for name, v in (("batch_size", batch_size), ("seq_length", seq_length)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"CharBatches: {name} must be a positive integer, got {v!r}")

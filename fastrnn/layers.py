@@ -324,6 +324,8 @@ class _Recurrent(Layer):
         self.reset_after = _bool("reset_after", reset_after)
         if isinstance(forget_bias, (bool, np.bool_)) or not isinstance(forget_bias, numbers.Real):
             raise TypeError(f"forget_bias must be a float, got {forget_bias!r}")
+        if not math.isfinite(forget_bias):
+            raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
         self.forget_bias = float(forget_bias)
         #: The layer's random generator: it draws the initial weights, then every dropout
         #: mask. Its state is part of the layer: see :meth:`rng_state`.
@@ -616,7 +618,9 @@ class RNN(_Recurrent):
     """Multi-layer Elman RNN, ``h_t = act(x_t·Wx + h_{t-1}·Wh + b)`` with act tanh or relu.
 
     Arguments as ``torch.nn.RNN``: input_size D, hidden_size H, num_layers, nonlinearity
-    ("tanh" | "relu"), bidirectional, dropout (between layers, training only; in [0, 1)).
+    ("tanh" | "relu"), then by keyword only (torch's next positional argument is ``bias``,
+    which fastrnn's cells always have): bidirectional, dropout (between layers, training
+    only; in [0, 1)).
     Also: dtype (float32 | float64), init ("uniform": U(-1/√H, 1/√H) for every parameter, as
     torch; "charrnn": U(-0.08, 0.08), as Karpathy's char-rnn), seed (for :attr:`rng`:
     initial weights, then dropout masks), batch_first (True: x is (N, T, D); False: (T, N, D)).
@@ -634,12 +638,12 @@ class RNN(_Recurrent):
         hidden_size: int,
         num_layers: int = 1,
         nonlinearity: str = "tanh",
+        *,
         bidirectional: bool = False,
         dropout: float = 0.0,
         dtype: Any = np.float32,
         init: str = "uniform",
         seed: Seed = None,
-        *,
         batch_first: bool = True,
     ) -> None:
         super().__init__(
@@ -676,13 +680,13 @@ class LSTM(_Recurrent):
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
+        *,
         bidirectional: bool = False,
         dropout: float = 0.0,
         dtype: Any = np.float32,
         init: str = "uniform",
         seed: Seed = None,
         forget_bias: float = 0.0,
-        *,
         batch_first: bool = True,
     ) -> None:
         super().__init__(
@@ -719,13 +723,13 @@ class GRU(_Recurrent):
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
+        *,
         bidirectional: bool = False,
         dropout: float = 0.0,
         dtype: Any = np.float32,
         init: str = "uniform",
         seed: Seed = None,
         reset_after: bool = True,
-        *,
         batch_first: bool = True,
     ) -> None:
         super().__init__(
@@ -760,6 +764,10 @@ class Embedding(Layer):
         self.dim = _positive_int("dim", dim)
         self.dtype = _dtype(dtype)
         rng = _rng(seed)
+        if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+            raise TypeError(f"scale must be a real number, got {scale!r}")
+        if not 0.0 <= scale < math.inf:
+            raise ValueError(f"scale must be >= 0 and finite, got {scale!r}")
         self._add_param("W", (rng.standard_normal((self.vocab_size, self.dim)) * float(scale)).astype(self.dtype))
         self._ids: Optional[Array] = None
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _core
 from . import functional as F
+from .sampling import _int, _real
 from .layers import (
     GRU,
     LSTM,
@@ -396,11 +397,12 @@ class CharRNN:
         if ids.ndim != 2 or ids.shape[1] < 1:
             raise ValueError(f"prime must have shape (P,) or (N, P) with P >= 1, got {np.shape(prime)}")
         _check_ids("prime", ids, self.vocab_size)
-        length = int(length)
+        length = _int("length", length)
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        temperature = _real("temperature", temperature)
+        if not 0.0 <= temperature < math.inf:
+            raise ValueError(f"temperature must be >= 0 (0: greedy argmax) and finite, got {temperature!r}")
         gen = _rng(rng) if not isinstance(rng, np.random.Generator) else rng
         N = ids.shape[0]
         if ids.shape[1] > 1:  # warm up on all but the last prime token, in one kernel call

@@ -302,6 +302,10 @@ class Optimizer:
         optimizer type or a shape mismatch, TypeError for a dtype mismatch (naming the key).
         """
         name = type(self).__name__
+        if "type" in state:  # another optimizer's state: say so before its keys differ
+            kind = str(_scalar(state["type"]))
+            if kind != name:
+                raise ValueError(f"{name}.load_state_dict: the state was saved by {kind}, not {name}")
         expected = ["type", "lr", "t", *self._hyper,
                     *(f"{b}/{k}" for b in self._buffers for k in self.params)]
         missing = [k for k in expected if k not in state]
@@ -310,9 +314,6 @@ class Optimizer:
         extra = sorted(str(k) for k in state if k not in expected)
         if extra:
             raise ValueError(f"{name}.load_state_dict: unexpected keys {extra}")
-        kind = str(_scalar(state["type"]))
-        if kind != name:
-            raise ValueError(f"{name}.load_state_dict: the state is of a {kind} optimizer")
         bufs: Dict[str, Dict[str, np.ndarray]] = {b: {} for b in self._buffers}
         for b in self._buffers:
             for k, p in self.params.items():
@@ -373,7 +374,7 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov=True needs momentum > 0")
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if "momentum" in state:
+        if "momentum" in state and str(_scalar(state.get("type", "SGD"))) == "SGD":
             saved = float(_scalar(state["momentum"]))
             if (saved > 0) != (self.momentum > 0):
                 raise ValueError(f"SGD.load_state_dict: the state is of an SGD with momentum={saved}, "
@@ -673,8 +674,7 @@ class LRScheduler:
         """Raise if ``hyper`` holds invalid values (subclasses override)."""
 
     def __repr__(self) -> str:
-        clip = [f"{c}={getattr(self, c)!r}" for c in ("clipvalue", "global_clipnorm") if getattr(self, c) is not None]
-        hp = ", ".join([f"{h}={getattr(self, h)!r}" for h in self._hyper] + clip)
+        hp = ", ".join(f"{h}={getattr(self, h)!r}" for h in self._hyper)
         return f"{type(self).__name__}({hp}, last_epoch={self.last_epoch}, lr={self.optimizer.lr!r})"
 
 

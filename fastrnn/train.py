@@ -142,7 +142,9 @@ def evaluate_text(model: Any, ids: Any, batch_size: int = 16,
 
     The text is cut into ``batch_size`` contiguous streams run side by side (each starts
     from a zero state; ``batch_size=1`` is one stream through the whole text), in chunks of
-    ``seq_length`` steps with the state carried, in eval mode."""
+    ``seq_length`` steps with the state carried, in eval mode. Streams are capped at one
+    per ``seq_length`` predictions: more, shorter streams would each start from a zero
+    state so often that the loss measured the warm-up rather than the model."""
     a = np.asarray(ids)
     if a.ndim != 1 or a.dtype.kind not in "ui":
         raise TypeError(f"evaluate_text: ids must be a 1-D integer array, got {a.dtype} {a.shape}")
@@ -151,7 +153,7 @@ def evaluate_text(model: Any, ids: Any, batch_size: int = 16,
         raise ValueError("evaluate_text: need at least 2 ids (one prediction)")
     if int(batch_size) < 1 or int(seq_length) < 1:
         raise ValueError("evaluate_text: batch_size and seq_length must be positive")
-    B = min(int(batch_size), P)
+    B = min(int(batch_size), max(1, P // int(seq_length)))
     L = -(-P // B)
     x = np.zeros(B * L, np.int32)
     y = np.zeros(B * L, np.int32)
@@ -590,9 +592,9 @@ class Trainer:
 
     def _diverged(self, what: str, progress: _Progress) -> None:
         last = self.last_checkpoint
-        where = (f"the last good checkpoint is {last}; resume from it (fastrnn train --resume) "
-                 f"with a lower --lr or --clip" if last else "no checkpoint was written yet; "
-                 "try a lower --lr or --clip")
+        remedy = "a lower learning rate or tighter gradient clipping (the command line's --lr, --clip)"
+        where = (f"the last good checkpoint is {last}; resume from it (Trainer.resume, or fastrnn "
+                 f"train --resume) with {remedy}" if last else f"no checkpoint was written yet; try {remedy}")
         message = (f"training stopped at iteration {self.iteration + 1}: {what}; the parameters "
                    f"were not updated with it and nothing was saved: {where}")
         progress.close()
@@ -604,14 +606,16 @@ class Trainer:
             if not math.isfinite(self.val_loss):
                 self._diverged(f"the validation loss is {self.val_loss}", progress)
             self.val_history.append((self.iteration, self.val_loss))
+            if self.out_dir is None and self.val_loss < self.best_val_loss:  # save() tracks it otherwise
+                self.best_val_loss = self.val_loss
         path = self.save(tag)
         self._checked_at = self.iteration
-        msg = f"iter {self.iteration} (epoch {self.epoch:.2f}):"
+        parts = []
         if self.has_val:
-            msg += f" val loss {self.val_loss:.4f} ({self.val_loss / LN2:.3f} bpc)"
+            parts.append(f"val loss {self.val_loss:.4f} ({self.val_loss / LN2:.3f} bpc)")
         if path:
-            msg += f", saved {path}"
-        progress.write(msg)
+            parts.append(f"saved {path}")
+        progress.write(f"iter {self.iteration} (epoch {self.epoch:.2f}): " + ", ".join(parts))
         return path
 
     def train(self) -> Dict[str, Any]:

@@ -244,6 +244,14 @@ def test_pickled_npz_is_refused(tmp_path):
 # ---------------------------------------------------------------- directories
 
 
+def test_a_directory_of_unreadable_checkpoints_says_why(tmp_path):
+    path = save_checkpoint(str(tmp_path / checkpoint_name("lstm", 1, 1.2)), make_ckpt(val_loss=1.2))
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint among 1 lm_\*\.npz.*cannot be read"):
+        resolve_checkpoint(str(tmp_path))
+
+
 def test_resolve_and_prune(tmp_path):
     d = str(tmp_path)
     with pytest.raises(CheckpointError, match="no fastrnn checkpoint"):

@@ -290,8 +290,10 @@ def test_loader_argument_errors():
         CharBatches(ids, 2, 5, val_fraction=1.0)
     with pytest.raises(ValueError, match="< 1"):
         CharBatches(ids, 2, 5, val_fraction=0.5, test_fraction=0.5)
-    with pytest.raises(TypeError, match="1-D integer"):
+    with pytest.raises(TypeError, match="1-D integer array, got dtype float64"):
         CharBatches(np.zeros(100), 2, 5)
+    with pytest.raises(ValueError, match=r"1-D integer array, got shape \(10, 100\)"):
+        CharBatches(ids.reshape(10, 100), 2, 5)
     with pytest.raises(ValueError, match="split must be one of"):
         list(CharBatches(ids, 2, 5).batches("dev"))
     ld = CharBatches(ids, 2, 5)

@@ -433,6 +433,26 @@ def test_load_params_in_place():
 # --------------------------------------------------------------------------- errors
 
 
+def test_arguments_after_torchs_positional_ones_are_keyword_only():
+    """torch.nn.LSTM's 4th positional argument is bias (RNN's 5th): passed positionally
+    here it must not turn into bidirectional or dropout."""
+    for call in (lambda: LSTM(65, 256, 2, True), lambda: GRU(10, 8, 1, True),
+                 lambda: RNN(10, 8, 1, "tanh", True), lambda: LSTM(65, 256, 2, True, True)):
+        with pytest.raises(TypeError, match="positional argument"):
+            call()
+    assert RNN(10, 8, 2, "relu").nonlinearity == "relu"
+
+
+def test_initialisation_values_must_be_finite():
+    with pytest.raises(ValueError, match="forget_bias must be finite"):
+        LSTM(3, 4, forget_bias=float("nan"))
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(ValueError, match="scale must be >= 0 and finite"):
+            Embedding(5, 3, scale=bad)
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        Embedding(5, 3, scale="1")
+
+
 def test_argument_errors():
     x = np.zeros((2, 3, 4), np.float32)
     layer = LSTM(4, 5, 2)

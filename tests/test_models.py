@@ -161,6 +161,21 @@ def test_charrnn_carried_state_is_truncated_bptt(cell):
     assert all(s.shape == (L, N, H) and not s.any() for s in as_tuple(init))
 
 
+def test_charrnn_sample_checks_length_and_temperature():
+    model = CharRNN(9, 6, seed=0)
+    prime = np.array([1, 2])
+    for bad in (float("nan"), float("inf"), -0.5):
+        with pytest.raises(ValueError, match="temperature must be >= 0"):
+            model.sample(prime, 5, temperature=bad, rng=0)
+    with pytest.raises(TypeError, match="temperature must be a real number"):
+        model.sample(prime, 5, temperature="1.0", rng=0)
+    with pytest.raises(TypeError, match="length must be an int"):
+        model.sample(prime, 2.5, rng=0)
+    greedy, _ = model.sample(prime, 5, temperature=0)
+    scores, _ = model.forward(np.array([[1, 2]]))
+    assert greedy[0] == scores[0, -1].argmax()
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("embedding_dim", [None, 4])
 def test_charrnn_step_matches_full_forward(cell, embedding_dim):

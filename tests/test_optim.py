@@ -302,8 +302,10 @@ def test_load_state_dict_errors():
         opt.load_state_dict({**d, "m/b": np.zeros(9)})
     with pytest.raises(TypeError, match="'m/b' has dtype float32"):
         opt.load_state_dict({**d, "m/b": np.zeros(8, np.float32)})
-    with pytest.raises(ValueError, match="of a RMSprop optimizer"):
+    with pytest.raises(ValueError, match="saved by RMSprop, not Adam"):
         opt.load_state_dict({**d, "type": "RMSprop"})
+    with pytest.raises(ValueError, match="saved by Adam, not SGD"):  # not its missing keys
+        SGD(make_params(np.float64), lr=0.1).load_state_dict(d)
     with pytest.raises(ValueError, match="beta1"):
         opt.load_state_dict({**d, "beta1": 1.5})
     with pytest.raises(ValueError, match="momentum"):
@@ -510,6 +512,8 @@ def test_optimizer_clipping_errors_and_repr():
     with pytest.raises(TypeError, match="clipnorm"):
         Adam(p, clipnorm=1.0)  # per-array norms are not offered
     assert "clipvalue=5.0" in repr(Adagrad(p, lr=0.1, clipvalue=5))
+    assert repr(StepLR(Adam(p), 2)) == "StepLR(step_size=2, gamma=0.1, last_epoch=0, lr=0.001)"
+    assert repr(ExponentialLR(Adam(p), 0.9)) == "ExponentialLR(gamma=0.9, last_epoch=0, lr=0.001)"
     opt = Adam(p, global_clipnorm=1.0)
     assert opt.last_grad_norm is None
     with pytest.raises(ValueError, match=r"grads\['b'\] has shape \(7,\)"):

@@ -22,6 +22,14 @@ def test_set_num_threads_is_reported_by_get_num_threads(restore_threads):
     assert fastrnn.get_num_threads() == 3
 
 
+def test_set_num_threads_takes_only_an_int(restore_threads):
+    for bad in (1.5, "2", None, True):
+        with pytest.raises(TypeError, match="set_num_threads: n must be an int"):
+            fastrnn.set_num_threads(bad)
+    fastrnn.set_num_threads(np.int64(1))
+    assert fastrnn.get_num_threads() == 1
+
+
 def test_set_num_threads_zero_restores_the_default(restore_threads):
     default = fastrnn.get_num_threads()
     fastrnn.set_num_threads(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -252,6 +253,17 @@ def test_log_progress_lines(tmp_path):
     assert sum("val loss" in line and "bpc" in line and "saved" in line for line in lines) == 2
 
 
+def test_evaluation_lines_without_a_validation_split_or_without_checkpoints(tmp_path):
+    out = io.StringIO()
+    make_trainer(tmp_path, max_iters=4, eval_every=4, progress="log", file=out, val_fraction=0.0).train()
+    saved = [line for line in out.getvalue().splitlines() if "saved" in line]
+    assert saved and all(re.match(r"iter \d+ \(epoch [\d.]+\): saved \S+\.npz$", line) for line in saved), saved
+    # without out_dir nothing is saved, but the best validation loss is still kept
+    summary = make_trainer(None, max_iters=8, eval_every=4).train()
+    assert summary["val_loss"] is not None and summary["best_val_loss"] is not None
+    assert summary["best_val_loss"] <= summary["val_loss"]
+
+
 def test_loss_png_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
     make_trainer(tmp_path, max_iters=8).train()
@@ -271,6 +283,9 @@ def test_evaluate_text_matches_the_model_loss():
     # several streams: every character is still predicted once
     loss4, count4 = evaluate_text(model, ids, batch_size=4, seq_length=16)
     assert count4 == 199 and abs(loss4 - loss) < 0.05
+    # more streams than seq_length-long pieces: capped at one stream per piece (12 here)
+    many = evaluate_text(model, ids, batch_size=100_000, seq_length=16)
+    assert many == evaluate_text(model, ids, batch_size=12, seq_length=16) and many[1] == 199
 
 
 def test_evaluate_loss_uses_eval_mode():
