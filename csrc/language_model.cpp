@@ -149,7 +149,8 @@ class Chain {
             b.dims = dims(l);
             b.x = x_[std::size_t(l)];
             b.ids = reads_ids(l) ? m_.ids : nullptr;
-            b.h0 = p.h0, b.c0 = p.c0, b.Wx = p.Wx, b.Wh = p.Wh;
+            b.h0 = p.h0, b.c0 = p.c0, b.Wh = p.Wh;
+            b.Wx = (l == 0 && folded_) ? nullptr : p.Wx;  // with ids (no dx) Wx is not read
             b.h = h_[std::size_t(l)].data(), b.ws = ws_[std::size_t(l)].data();
             b.dh = dh_.data();
             b.dx = wants_dx ? dx_.data() : nullptr;
@@ -191,8 +192,8 @@ class Chain {
     const LanguageModel<T>& m_;
     const idx L_, rows_;
     const bool one_hot_;
-    // With an embedding and fewer tokens than rows, layer 0's input side runs on the
-    // table E·Wx: three products of V rows instead of N*T (x·Wx, dWx, dx).
+    // With an embedding and at most half as many tokens as rows, layer 0's input side runs
+    // on the table E·Wx: three products of V rows instead of N*T (x·Wx, dWx, dx).
     const bool folded_;
     const idx GH_;
     std::vector<const T*> x_;  // x[l]: layer l's input; x[L]: the head's
