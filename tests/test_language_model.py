@@ -176,7 +176,10 @@ def test_timed_head_runs_both_ways_with_the_bits_of_one_thread(default_thread_te
         if mode == "never":
             assert ran == {"beside": 0, "alone": 0}
         else:
-            assert ran["beside"] >= 4 and ran["alone"] >= 4 and sum(ran.values()) == 30
+            # Each way runs until it has 3 timed calls after an untimed first one; the
+            # shape's very first call (seed 9, above) was one way's untimed call. So 3 or
+            # more here, whichever way is the faster on this machine at this moment.
+            assert ran["beside"] >= 3 and ran["alone"] >= 3 and sum(ran.values()) == 30
             assert after["beside_seconds"] > 0 and after["alone_seconds"] > 0
     for (l1, g1, s1), (l2, g2, s2) in zip(results["never"], results["timed"]):
         assert l1 == l2
