@@ -652,7 +652,9 @@ class Trainer:
         smooth: Optional[float] = None
         stopped = "max_iters"
         phase = "idle"
-        snapshot: Optional[Tuple[Dict[str, int], Dict[str, Any]]] = None
+        snapshot: Optional[Tuple[Dict[str, int], Optional[Dict[str, Any]]]] = None
+        # forward draws from the dropout generator only when there is dropout
+        draws = float(getattr(getattr(self.model, "rnn", None), "dropout", 1.0)) > 0
         try:
             try:
                 while True:
@@ -662,7 +664,7 @@ class Trainer:
                         break
                     # ---- one iteration; the loader and RNG states are restorable until
                     # the optimizer starts updating the parameters.
-                    snapshot = (self.loader.state_dict(), self.model.rng_state())
+                    snapshot = (self.loader.state_dict(), self.model.rng_state() if draws else None)
                     phase = "forward"
                     t0 = time.perf_counter()
                     x, y = self.loader.next_batch("train")
@@ -716,7 +718,8 @@ class Trainer:
                     # the batch was fetched (and dropout masks maybe drawn) but the
                     # parameters are untouched: rewind to the end of the last iteration.
                     self.loader.load_state_dict(snapshot[0])
-                    self.model.set_rng_state(snapshot[1])
+                    if snapshot[1] is not None:
+                        self.model.set_rng_state(snapshot[1])
                 elif phase == "update":
                     progress.close()
                     last = self.last_checkpoint

@@ -105,13 +105,15 @@ def test_resume_is_bitwise_exact(tmp_path, cell):
     assert np.array_equal(np.asarray(full.train_losses), np.asarray(second.train_losses))
 
 
-def test_interrupt_then_resume_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dropout", [0.25, 0.0])
+def test_interrupt_then_resume_is_exact(tmp_path, monkeypatch, dropout):
     """KeyboardInterrupt raised inside the forward/backward of iteration 10: the checkpoint
-    holds the state after iteration 9, and resuming gives the uninterrupted result."""
-    full = make_trainer(tmp_path / "full", max_iters=30)
+    holds the state after iteration 9, and resuming gives the uninterrupted result (without
+    dropout the trainer keeps no copy of the dropout generator's state to rewind)."""
+    full = make_trainer(tmp_path / "full", max_iters=30, dropout=dropout)
     full.train()
 
-    t = make_trainer(tmp_path / "int", max_iters=30)
+    t = make_trainer(tmp_path / "int", max_iters=30, dropout=dropout)
     real_loss = t.model.loss
     calls = {"n": 0}
 
