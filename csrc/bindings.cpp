@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -1159,17 +1160,14 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("cell"), py::arg("N"), py::arg("T"), py::arg("H"),
           "Whether language_model_loss may run its head on a second thread beside the cells, for these sizes.");
+    // HeadBeside's names, in its order.
+    static const std::array<const char*, 3> head_beside_names = {"timed", "always", "never"};
     m.def("set_head_beside",
           [](const std::string& mode) {
-              if (mode == "timed") {
-                  set_head_beside(HeadBeside::timed);
-              } else if (mode == "always") {
-                  set_head_beside(HeadBeside::always);
-              } else if (mode == "never") {
-                  set_head_beside(HeadBeside::never);
-              } else {
-                  throw py::value_error("mode must be 'timed', 'always' or 'never', got '" + mode + "'");
+              for (std::size_t k = 0; k < head_beside_names.size(); ++k) {
+                  if (mode == head_beside_names[k]) return set_head_beside(HeadBeside(k));
               }
+              throw py::value_error("mode must be 'timed', 'always' or 'never', got '" + mode + "'");
           },
           py::arg("mode"),
           "Where the head may run beside the cells: 'timed' (default: that way or the whole call on one "
@@ -1182,10 +1180,7 @@ PYBIND11_MODULE(_core, m) {
         return d;
     }, "The calling thread's 'timed' choices for the last language-model shape it ran: calls run each way "
        "and the median of each way's last few times.");
-    m.def("get_head_beside", [] {
-        const HeadBeside mode = get_head_beside();
-        return mode == HeadBeside::timed ? "timed" : mode == HeadBeside::always ? "always" : "never";
-    });
+    m.def("get_head_beside", [] { return head_beside_names[std::size_t(get_head_beside())]; });
     m.def("get_num_threads", &num_threads, "Threads the kernels use.");
     m.def("set_num_threads", &set_num_threads, py::arg("n"),
           "Sets the kernels' thread count; n <= 0 restores the default (OMP_NUM_THREADS or all cores).");

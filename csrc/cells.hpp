@@ -32,6 +32,9 @@ struct CellKind {
 //   GRU:  r, z, n (activated), and h·Wh_n + bh_n (reset after) or r∘h (reset before)
 constexpr idx RNN_WS = 0, LSTM_WS = 5, GRU_WS = 4;
 
+// G: the gate blocks of Wx, Wh and b.
+inline idx gate_count(Cell cell) { return cell == Cell::lstm ? 4 : cell == Cell::gru ? 3 : 1; }
+
 inline idx workspace_width(Cell cell) {
     return cell == Cell::lstm ? LSTM_WS : cell == Cell::gru ? GRU_WS : RNN_WS;
 }

@@ -37,13 +37,13 @@ class Chain {
           rows_(m.N * m.steps),
           one_hot_(m.embed == nullptr),
           folded_(!one_hot_ && 2 * m.V <= rows_),
-          GH_((m.kind.cell == Cell::lstm ? 4 : m.kind.cell == Cell::gru ? 3 : 1) * m.H),
+          GH_(gate_count(m.kind.cell) * m.H),
           x_(std::size_t(L_ + 1), nullptr),
           embedded_(one_hot_ || folded_ ? 0 : rows_ * m.E),
           table_(folded_ ? m.V * GH_ : 0),
           scores_(rows_ * m.V),
           dh_(rows_ * m.H),
-          dx_(rows_ * (one_hot_ ? m.H : std::max(m.H, m.E))) {
+          dx_(rows_ * (one_hot_ || folded_ ? m.H : std::max(m.H, m.E))) {
         h_.reserve(std::size_t(L_)), ws_.reserve(std::size_t(L_)), masked_.reserve(std::size_t(L_));
         for (idx l = 0; l < L_; ++l) {
             h_.emplace_back(rows_ * m.H);
@@ -79,7 +79,7 @@ class Chain {
         f.dims = dims(l);
         f.x = x_[std::size_t(l)];
         f.ids = reads_ids(l) ? m_.ids : nullptr;
-        f.h0 = p.h0, f.c0 = p.c0, f.Wx = (l == 0 && folded_) ? table_.data() : p.Wx, f.Wh = p.Wh, f.b = p.b, f.bh = p.bh;
+        f.h0 = p.h0, f.c0 = p.c0, f.Wx = on_table(l) ? table_.data() : p.Wx, f.Wh = p.Wh, f.b = p.b, f.bh = p.bh;
         f.h = h_[std::size_t(l)].data(), f.ws = ws_[std::size_t(l)].data(), f.hT = p.hT, f.cT = p.cT;
         f.progress = steps;
         cell_forward(m_.kind, f);
@@ -150,12 +150,12 @@ class Chain {
             b.x = x_[std::size_t(l)];
             b.ids = reads_ids(l) ? m_.ids : nullptr;
             b.h0 = p.h0, b.c0 = p.c0, b.Wh = p.Wh;
-            b.Wx = (l == 0 && folded_) ? nullptr : p.Wx;  // with ids (no dx) Wx is not read
+            b.Wx = on_table(l) ? nullptr : p.Wx;  // with ids (no dx) Wx is not read
             b.h = h_[std::size_t(l)].data(), b.ws = ws_[std::size_t(l)].data();
             b.dh = dh_.data();
             b.dx = wants_dx ? dx_.data() : nullptr;
             b.dh0 = dh0.data(), b.dc0 = m_.kind.cell == Cell::lstm ? dc0.data() : nullptr;
-            b.dWx = (l == 0 && folded_) ? table_.data() : p.dWx, b.dWh = p.dWh, b.db = p.db, b.dbh = p.dbh;
+            b.dWx = on_table(l) ? table_.data() : p.dWx, b.dWh = p.dWh, b.db = p.db, b.dbh = p.dbh;
             cell_backward(m_.kind, b);
             std::swap(dh_, dx_);
         }
@@ -173,6 +173,7 @@ class Chain {
 
    private:
     const T* top() const { return x_[std::size_t(L_)]; }
+    bool on_table(idx l) const { return l == 0 && folded_; }  // layer l reads rows of E·Wx
     bool reads_ids(idx l) const { return l == 0 && (one_hot_ || folded_); }
 
     void add_bias(idx r) {
@@ -350,9 +351,8 @@ HeadBeside get_head_beside() { return HeadBeside(g_head_beside.load()); }
 HeadBesideStats head_beside_stats() { return t_way.stats(); }
 
 bool head_runs_beside_cells(Cell cell, idx N, idx steps, idx H) {
-    const idx gates = cell == Cell::lstm ? 4 : cell == Cell::gru ? 3 : 1;
     return get_head_beside() != HeadBeside::never && num_threads() >= 2 && !forked_after_pool() && N > 0 &&
-           steps > 1 && sequence_threads({N, steps, H, H}, gates) == 1;
+           steps > 1 && sequence_threads({N, steps, H, H}, gate_count(cell)) == 1;
 }
 
 template <class T>

@@ -431,12 +431,16 @@ class Trainer:
     def save(self, tag: Optional[str] = None) -> Optional[str]:
         """Writes a checkpoint of the current state into ``out_dir`` (named as char-rnn,
         see :func:`fastrnn.checkpoint.checkpoint_name`), then deletes the run's older
-        checkpoints but the best and this one. Returns its path (None without out_dir)."""
+        checkpoints but the best and this one. Returns its path (None without out_dir, where
+        only the best validation loss is kept)."""
+        better = math.isfinite(self.val_loss) and self.val_loss < self.best_val_loss
         if self.out_dir is None:
+            if better:
+                self.best_val_loss = self.val_loss
             return None
         name = checkpoint_name(self.model.cell, self.epoch, self.val_loss, tag)
         before = (self.best_val_loss, self.best_checkpoint)
-        if math.isfinite(self.val_loss) and self.val_loss < self.best_val_loss:
+        if better:
             self.best_val_loss = self.val_loss
             self.best_checkpoint = name
         path = os.path.join(self.out_dir, name)
@@ -606,8 +610,6 @@ class Trainer:
             if not math.isfinite(self.val_loss):
                 self._diverged(f"the validation loss is {self.val_loss}", progress)
             self.val_history.append((self.iteration, self.val_loss))
-            if self.out_dir is None and self.val_loss < self.best_val_loss:  # save() tracks it otherwise
-                self.best_val_loss = self.val_loss
         path = self.save(tag)
         self._checked_at = self.iteration
         parts = []
@@ -653,8 +655,7 @@ class Trainer:
         stopped = "max_iters"
         phase = "idle"
         snapshot: Optional[Tuple[Dict[str, int], Optional[Dict[str, Any]]]] = None
-        # forward draws from the dropout generator only when there is dropout
-        draws = float(getattr(getattr(self.model, "rnn", None), "dropout", 1.0)) > 0
+        draws = self.model.rnn.dropout > 0  # forward draws dropout masks: keep their generator's state
         try:
             try:
                 while True:
