@@ -1182,8 +1182,15 @@ PYBIND11_MODULE(_core, m) {
        "and the median of each way's last few times.");
     m.def("get_head_beside", [] { return head_beside_names[std::size_t(get_head_beside())]; });
     m.def("get_num_threads", &num_threads, "Threads the kernels use.");
-    m.def("set_num_threads", &set_num_threads, py::arg("n"),
-          "Sets the kernels' thread count; n <= 0 restores the default (OMP_NUM_THREADS or all cores).");
+    m.def("set_num_threads", [](const py::int_& n) {
+              if (n > py::int_(max_threads())) {
+                  throw py::value_error("set_num_threads: n must be at most " + std::to_string(max_threads()) +
+                                        " (4 per core on this machine), got " + std::string(py::str(n)));
+              }
+              set_num_threads(n < py::int_(0) ? 0 : n.cast<int>());
+          }, py::arg("n"),
+          "Sets the kernels' thread count, at most 4 per core; n <= 0 restores the default (OMP_NUM_THREADS or "
+          "all cores).");
     m.def("min_flops_per_thread", &min_flops_per_thread,
           "Work (FLOPs between two barriers) below which a kernel uses fewer threads.");
     m.def("set_min_flops_per_thread", &set_min_flops_per_thread, py::arg("flops"),

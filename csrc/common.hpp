@@ -95,12 +95,15 @@ class Buffer {
 
 // ---------------------------------------------------------------- threads
 
-// Number of threads the kernels use (set_num_threads, else OMP_NUM_THREADS, else all cores).
+// The threads the kernels may use: set_num_threads, else OMP_NUM_THREADS, else all cores,
+// at most max_threads() (four per core, past which more threads only cost); 1 under a
+// OneThreadHere and in a forked child (forked_after_pool).
 int num_threads();
+int max_threads();
 
 // Threads worth starting for work done in pieces of `flops_between_barriers`: a team
-// costs a wake-up and a barrier per piece, which small pieces do not repay (and on a busy
-// machine a partner thread may wait a whole scheduler slice to run). Results do not
+// costs a wake-up and a barrier per piece, which small pieces do not repay, and while the
+// team rests (below: another process holds a core) one thread does it all. Results do not
 // depend on the choice.
 int threads_for(double flops_between_barriers);
 double min_flops_per_thread();
@@ -140,17 +143,32 @@ inline int team_rank() {
 // that finished early does not hold a core that a late one (or another process) needs:
 // OpenMP's own barrier may spin for far longer, which on a busy machine costs a whole
 // scheduler slice per timestep.
+// It also sums how long its members waited past the spin: time lost to a partner that was
+// not running, which the team's health (below) weighs.
 class TeamBarrier {
    public:
     void set_size(int size) { size_.store(size, std::memory_order_relaxed); }
     void wait();
+    void add_stall(std::int64_t ns) { stalled_ns_.fetch_add(ns, std::memory_order_relaxed); }
+    std::int64_t stalled_ns() const { return stalled_ns_.load(std::memory_order_relaxed); }
 
    private:
     std::atomic<int> size_{1};
     std::atomic<int> arrived_{0};
     std::atomic<int> generation_{0};
     std::atomic<int> sleepers_{0};
+    std::atomic<std::int64_t> stalled_ns_{0};
 };
+
+// A busy machine: when another process holds a core, a team member is descheduled now
+// and then, and every barrier waits a scheduler slice for it (three to thirty times the
+// one-thread time was seen). run_team reports each team's wall time and stalls here; when
+// stalls take a large share of the recent team time, the team rests (threads_for() is 1)
+// for a while, then a team is tried again. Results do not depend on it.
+std::int64_t monotonic_ns();
+void note_team_time(std::int64_t wall_ns, std::int64_t stalled_ns);
+// Waits of the calling thread longer than this count as stalls.
+std::int64_t stall_threshold_ns();
 
 TeamBarrier*& current_barrier();  // this thread's team, or nullptr outside run_team
 
@@ -193,6 +211,9 @@ void run_team(int threads, F&& body) {
         note_pool_started();
     }
     TeamBarrier barrier;
+    int size = 1;
+    std::int64_t first_done = 0;  // when rank 0 finished; then it waits for the rest
+    const std::int64_t start = monotonic_ns();
 #pragma omp parallel num_threads(threads)
     {
         barrier.set_size(team_size());
@@ -201,6 +222,14 @@ void run_team(int threads, F&& body) {
         slot = &barrier;
         body();
         slot = outer;
+        if (team_rank() == 0) {
+            size = team_size();
+            first_done = monotonic_ns();
+        }
+    }
+    if (size > 1) {
+        const std::int64_t end = monotonic_ns(), join = end - first_done;
+        note_team_time(end - start, barrier.stalled_ns() + (join > stall_threshold_ns() ? join : 0));
     }
 }
 

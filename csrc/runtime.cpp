@@ -3,8 +3,11 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #if defined(__linux__)
@@ -137,19 +140,32 @@ thread_local bool t_one_thread = false;
 OneThreadHere::OneThreadHere() : outer_(t_one_thread) { t_one_thread = true; }
 OneThreadHere::~OneThreadHere() { t_one_thread = outer_; }
 
+bool team_resting();  // below
+
+int max_threads() {
+#ifdef _OPENMP
+    return 4 * std::max(1, omp_get_num_procs());
+#else
+    return 1;
+#endif
+}
+
+namespace {
+int thread_setting() {
+    const int n = g_threads.load();
+#ifdef _OPENMP
+    return std::min(n > 0 ? n : omp_get_max_threads(), max_threads());
+#else
+    return n > 0 ? std::min(n, max_threads()) : 1;
+#endif
+}
+}  // namespace
+
 int num_threads() {
     if (forked_after_pool() || t_one_thread) {
         return 1;
     }
-    const int n = g_threads.load();
-    if (n > 0) {
-        return n;
-    }
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
+    return thread_setting();
 }
 
 void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0); }
@@ -166,6 +182,9 @@ int threads_for(double flops_between_barriers) {
     const double per_thread = g_min_flops_per_thread.load();
     if (per_thread <= 0) {
         return n;
+    }
+    if (team_resting()) {
+        return 1;
     }
     const double worth = flops_between_barriers / per_thread;
     return worth >= n ? n : worth >= 2 ? int(worth) : 1;
@@ -231,7 +250,8 @@ void TeamBarrier::wait() {
         }
         return;
     }
-    const auto give_up = std::chrono::steady_clock::now() + spin_time();
+    const auto arrived = std::chrono::steady_clock::now();
+    const auto give_up = arrived + spin_time();
     for (int i = 0;; ++i) {
         if (generation_.load(std::memory_order_acquire) != gen) {
             return;
@@ -246,6 +266,7 @@ void TeamBarrier::wait() {
         sleep_while_equal(generation_, gen);
     }
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    add_stall(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - arrived).count());
 }
 
 void Progress::publish(int count) {
@@ -274,6 +295,56 @@ int Progress::wait_for(int count) {
     }
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
     return seen;
+}
+
+// ---------------------------------------------------------------- team health
+
+std::int64_t monotonic_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+std::int64_t stall_threshold_ns() { return std::chrono::nanoseconds(spin_time()).count(); }
+
+namespace {
+
+// The share of recent team time lost to stalls is a decaying sum over team time: a call's
+// weight halves every HALF_LIFE of team time after it. Above MAX_STALL_SHARE a team of two
+// is slower than one thread (each member idles that share of the time, and the partner
+// that was descheduled ran slower too), so the kernels rest on one thread: REST at first,
+// twice as long after each team that stalled again soon after a rest, up to MAX_REST.
+constexpr double HALF_LIFE_NS = 50e6;
+constexpr double MAX_STALL_SHARE = 0.3;
+constexpr std::int64_t REST_NS = 50'000'000, MAX_REST_NS = 1'600'000'000;
+
+struct TeamHealth {
+    std::mutex lock;
+    double wall = 0, stalled = 0;  // decaying sums, ns
+    std::int64_t rest = REST_NS, last_rest_end = 0;
+};
+TeamHealth g_health;
+std::atomic<std::int64_t> g_resting_until{0};
+
+}  // namespace
+
+bool team_resting() {
+    const std::int64_t until = g_resting_until.load(std::memory_order_relaxed);
+    return until != 0 && monotonic_ns() < until;
+}
+
+void note_team_time(std::int64_t wall_ns, std::int64_t stalled_ns) {
+    if (wall_ns <= 0) return;
+    std::lock_guard<std::mutex> guard(g_health.lock);
+    TeamHealth& h = g_health;
+    const double keep = std::exp2(-double(wall_ns) / HALF_LIFE_NS);
+    h.wall = h.wall * keep + double(wall_ns);
+    h.stalled = h.stalled * keep + double(std::min(stalled_ns, wall_ns));
+    if (stalled_ns == 0 || h.stalled <= MAX_STALL_SHARE * h.wall) return;
+    const std::int64_t now = monotonic_ns();
+    // A stall soon after the last rest ended: the machine is still busy, rest longer.
+    h.rest = now - h.last_rest_end < 4 * h.rest ? std::min(2 * h.rest, MAX_REST_NS) : REST_NS;
+    h.last_rest_end = now + h.rest;
+    g_resting_until.store(h.last_rest_end, std::memory_order_relaxed);
 }
 
 }  // namespace fastrnn

@@ -30,6 +30,15 @@ def test_set_num_threads_takes_only_an_int(restore_threads):
     assert fastrnn.get_num_threads() == 1
 
 
+@pytest.mark.parametrize("bad", [100_000, 10**30])
+def test_set_num_threads_rejects_absurd_counts(bad):
+    # One matmul would otherwise start that many OS threads.
+    before = fastrnn.get_num_threads()
+    with pytest.raises(ValueError, match=r"set_num_threads: n must be at most \d+ \(4 per core"):
+        fastrnn.set_num_threads(bad)
+    assert fastrnn.get_num_threads() == before
+
+
 def test_set_num_threads_zero_restores_the_default(restore_threads):
     default = fastrnn.get_num_threads()
     fastrnn.set_num_threads(1)
