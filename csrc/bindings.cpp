@@ -13,6 +13,7 @@
 
 #include "cells.hpp"
 #include "gemm.hpp"
+#include "interrupt.hpp"
 #include "language_model.hpp"
 #include "training.hpp"
 
@@ -20,6 +21,27 @@ namespace py = pybind11;
 using namespace fastrnn;
 
 namespace {
+
+// ---------------------------------------------------------------- long calls
+
+// Runs a kernel of about `flops` with the GIL released, under a CtrlCWatch when it is long
+// enough for a person to wait on. After a Ctrl-C the kernel has stopped early and its
+// results are void; Python's handler then runs: its exception (KeyboardInterrupt by
+// default) propagates, and a handler that returns has the call run again from the start
+// (its inputs are untouched until it completes).
+template <class F>
+void run_released(double flops, F&& kernel) {
+    constexpr double WATCHED_FLOPS = 1e7;  // shorter calls end within a millisecond or so
+    for (;;) {
+        CtrlCWatch watch(flops >= WATCHED_FLOPS);
+        {
+            py::gil_scoped_release release;
+            kernel();
+        }
+        if (!watch.tripped()) return;
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+}
 
 // ---------------------------------------------------------------- checks
 
@@ -395,10 +417,8 @@ py::tuple run_forward(ForwardInputs in, const FloatArgs& args) {
     a.ws = reinterpret_cast<T*>(cache->ws.data());
     a.hT = mut<T>(hT);
     a.cT = spec.has_c ? mut<T>(cT) : nullptr;
-    {
-        py::gil_scoped_release release;
-        cell_forward(CellKind{spec.cell, in.act, in.reset_after}, a);
-    }
+    run_released(2.0 * double(N * Tn) * double(D + H) * double(spec.gates * H),
+                 [&] { cell_forward(CellKind{spec.cell, in.act, in.reset_after}, a); });
     // The caller gets its own h: changing it must not change what backward sees.
     py::array h = copy_of<T>(cache->h);
     return py::make_tuple(h, hT, spec.has_c ? py::object(cT) : py::none(), py::cast(std::move(cache)));
@@ -460,10 +480,8 @@ py::tuple run_backward(Cache& c, py::object dh_obj, py::object dhT_obj, py::obje
     a.dWh = mut<T>(dWh);
     a.db = mut<T>(db);
     a.dbh = c.spec.has_bh ? mut<T>(dbh) : nullptr;
-    {
-        py::gil_scoped_release release;
-        cell_backward(CellKind{c.spec.cell, c.act, c.reset_after}, a);
-    }
+    run_released(4.0 * double(d.N * d.T) * double(d.D + d.H) * double(GH),
+                 [&] { cell_backward(CellKind{c.spec.cell, c.act, c.reset_after}, a); });
     auto opt = [](bool has, py::array& arr) { return has ? py::object(arr) : py::object(py::none()); };
     return py::make_tuple(opt(!with_ids, dx), dh0, opt(c.spec.has_c, dc0), dWx, dWh, db, opt(c.spec.has_bh, dbh));
 }
@@ -1072,10 +1090,11 @@ py::tuple run_language_model(const CellSpec& spec, const py::array& ids_raw, py:
         m.update_arrays = u.list;
     }
     py::array_t<double> losses(std::vector<py::ssize_t>{py::ssize_t(K)});
-    {
-        py::gil_scoped_release release;
-        language_model_chunks<T>(m, K, chunk_masks, rules, losses.mutable_data());
-    }
+    // Per character: each layer's forward and backward (about 3 products of its width
+    // (E or H) + H by G*H), and the head's three products H by V.
+    const double per_char = 6.0 * double(L) * double(std::max(E, H) + H) * double(GH) + 6.0 * double(H * V);
+    run_released(per_char * double(N * Tn * K),
+                 [&] { language_model_chunks<T>(m, K, chunk_masks, rules, losses.mutable_data()); });
     const py::object loss = chunked ? py::object(losses) : py::float_(*losses.data());
     return py::make_tuple(loss, hT, spec.has_c ? py::object(cT) : py::none());
 }

@@ -143,8 +143,9 @@ inline int team_rank() {
 // that finished early does not hold a core that a late one (or another process) needs:
 // OpenMP's own barrier may spin for far longer, which on a busy machine costs a whole
 // scheduler slice per timestep.
-// It also sums how long its members waited past the spin: time lost to a partner that was
-// not running, which the team's health (below) weighs.
+// It also sums how long its members waited past the spin (time lost to a partner that was
+// not running, which the team's health below weighs) and carries the stop flag of a call
+// that may be abandoned.
 class TeamBarrier {
    public:
     void set_size(int size) { size_.store(size, std::memory_order_relaxed); }
@@ -152,12 +153,24 @@ class TeamBarrier {
     void add_stall(std::int64_t ns) { stalled_ns_.fetch_add(ns, std::memory_order_relaxed); }
     std::int64_t stalled_ns() const { return stalled_ns_.load(std::memory_order_relaxed); }
 
+    // The calling thread's stop flag (see below), seen by the whole team: the last member to
+    // arrive at a barrier reads it for all, so every member acts on the same answer.
+    void watch(const std::atomic<bool>* stop) { stop_source_ = stop; }
+    bool stop_pending() const { return stop_source_ != nullptr && stop_source_->load(std::memory_order_relaxed); }
+    bool stopped() const {
+        if (stop_source_ == nullptr) return false;
+        return size_.load(std::memory_order_relaxed) <= 1 ? stop_source_->load(std::memory_order_relaxed)
+                                                          : stopped_.load(std::memory_order_relaxed);
+    }
+
    private:
     std::atomic<int> size_{1};
     std::atomic<int> arrived_{0};
     std::atomic<int> generation_{0};
     std::atomic<int> sleepers_{0};
     std::atomic<std::int64_t> stalled_ns_{0};
+    const std::atomic<bool>* stop_source_ = nullptr;
+    std::atomic<bool> stopped_{false};
 };
 
 // A busy machine: when another process holds a core, a team member is descheduled now
@@ -171,6 +184,34 @@ void note_team_time(std::int64_t wall_ns, std::int64_t stalled_ns);
 std::int64_t stall_threshold_ns();
 
 TeamBarrier*& current_barrier();  // this thread's team, or nullptr outside run_team
+
+// A call that may be abandoned (a Ctrl-C, see interrupt.hpp) gives its calling thread a stop
+// flag; the teams it starts see it too. Long kernels test team_stopped() after the barrier
+// that ends a time step and return early when it is set: the caller then discards the
+// call's results. Work that must not stop halfway runs under a NoStop.
+const std::atomic<bool>*& thread_stop_flag();  // nullptr: this thread's calls run to the end
+inline bool team_stopped() {
+    if (const TeamBarrier* b = current_barrier()) return b->stopped();
+    const std::atomic<bool>* flag = thread_stop_flag();
+    return flag != nullptr && flag->load(std::memory_order_relaxed);
+}
+// The flag as it is now, for a member's work between two barriers, which it may cut short
+// on its own (the next barrier's team_stopped() then tells every member).
+inline bool stop_pending() {
+    if (const TeamBarrier* b = current_barrier()) return b->stop_pending();
+    const std::atomic<bool>* flag = thread_stop_flag();
+    return flag != nullptr && flag->load(std::memory_order_relaxed);
+}
+class NoStop {
+   public:
+    NoStop() : outer_(thread_stop_flag()) { thread_stop_flag() = nullptr; }
+    ~NoStop() { thread_stop_flag() = outer_; }
+    NoStop(const NoStop&) = delete;
+    NoStop& operator=(const NoStop&) = delete;
+
+   private:
+    const std::atomic<bool>* outer_;
+};
 
 // A count that one thread raises and another waits on: the steps a recurrence has
 // finished, say, for a partner that works on each finished step meanwhile. Everything the
@@ -211,6 +252,7 @@ void run_team(int threads, F&& body) {
         note_pool_started();
     }
     TeamBarrier barrier;
+    barrier.watch(thread_stop_flag());
     int size = 1;
     std::int64_t first_done = 0;  // when rank 0 finished; then it waits for the rest
     const std::int64_t start = monotonic_ns();

@@ -102,6 +102,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
             team_barrier();
             if (reset_after) {
                 step_done(a, t);
+                if (team_stopped()) return;  // Ctrl-C: the caller discards the results
                 continue;
             }
             gemm_block(mine, step_block<T>(a.ws + 3 * H, d, W, t), Wh[2], false, ah.data() + 2 * H, 3 * H);
@@ -122,6 +123,7 @@ void gru_forward(const ForwardArgs<T>& a, bool reset_after) {
             });
             team_barrier();
             step_done(a, t);
+            if (team_stopped()) return;  // Ctrl-C: the caller discards the results
         }
         gather_final(mine, d, a.lengths, a.h, H, a.h0, a.hT);
     });
@@ -176,6 +178,7 @@ void gru_backward(const BackwardArgs<T>& a, bool reset_after) {
                 });
             });
             team_barrier();  // the products below need every unit of this step's gradients
+            if (team_stopped()) return;
             if (!reset_after) {
                 // d(r∘h_{t-1}) = dA_n·Wh_nᵀ, then the r gate and h_{t-1}'s share of it.
                 gemm_block(mine, step_block<T>(dAx.data() + 2 * H, d, 3 * H, t), Wh_nT, false, drh.data(), H);

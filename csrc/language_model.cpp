@@ -17,6 +17,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include "gemm.hpp"
@@ -157,6 +158,7 @@ class Chain {
             b.dh0 = dh0.data(), b.dc0 = m_.kind.cell == Cell::lstm ? dc0.data() : nullptr;
             b.dWx = on_table(l) ? table_.data() : p.dWx, b.dWh = p.dWh, b.db = p.db, b.dbh = p.dbh;
             cell_backward(m_.kind, b);
+            if (team_stopped()) return;
             std::swap(dh_, dx_);
         }
         if (folded_) {  // table holds S (V,G*H), dA's rows summed by id: dWx = Eᵀ·S, dE = S·Wxᵀ
@@ -208,12 +210,17 @@ class Chain {
 };
 
 // The whole call, stage after stage, each kernel with its own team.
+// A Ctrl-C abandons it between stages, never once the update has begun.
 template <class T>
 void run_serially(const LanguageModel<T>& m, Chain<T>& chain) {
-    for (idx l = 0; l < idx(m.layers.size()); ++l) chain.forward_layer(l, nullptr);
+    for (idx l = 0; l < idx(m.layers.size()); ++l) {
+        chain.forward_layer(l, nullptr);
+        if (team_stopped()) return;
+    }
     chain.head_all();
     chain.head_weight_grads();
     chain.backward_layers();
+    if (team_stopped()) return;
     if (m.update != nullptr) optimizer_update(*m.update, m.update_arrays);
 }
 
@@ -230,6 +237,7 @@ void head_beside_cells(const LanguageModel<T>& m, Chain<T>& chain) {
         if (m.update != nullptr) optimizer_update_range(*m.update, m.update_arrays, begin, end);
     };
     Progress top_steps, head_done, cells_done;
+    NoStop whole_call;  // a partner waits on the cells' steps: neither may stop halfway
     run_team(2, [&] {
         if (team_size() < 2) {  // the runtime gave one thread (inside another team, say)
             run_serially(m, chain);
@@ -389,6 +397,7 @@ void language_model_chunks(const LanguageModel<T>& m, idx K, const std::vector<s
     // a chunk reads its initial state until its backward ends.
     Buffer<T> states[2] = {Buffer<T>(2 * L * NH), Buffer<T>(2 * L * NH)};  // h (L,N,H), then c
     LanguageModel<T> chunk = m;
+    std::optional<NoStop> committed;  // once a chunk has updated the parameters, run to the end
     for (idx k = 0; k < K; ++k) {
         chunk.ids = m.ids + k * NT;
         chunk.targets = m.targets + k * NT;
@@ -408,6 +417,8 @@ void language_model_chunks(const LanguageModel<T>& m, idx K, const std::vector<s
             layer.cT = !lstm ? nullptr : last ? given.cT : out + (L + l) * NH;
         }
         losses[k] = language_model_loss(chunk);
+        if (team_stopped()) return;  // Ctrl-C before any update: the caller discards the call
+        if (chunk.update != nullptr && !committed) committed.emplace();
     }
     for (idx l = 0; K == 0 && l < L; ++l) {  // no chunk: the final state is the initial one
         const LanguageModelLayer<T>& layer = m.layers[std::size_t(l)];

@@ -98,6 +98,7 @@ void lstm_forward(const ForwardArgs<T>& a) {
             });
             team_barrier();  // the next step's product needs every unit of h_t
             step_done(a, t);
+            if (team_stopped()) return;  // Ctrl-C: the caller discards the results
         }
         gather_final(mine, d, a.lengths, a.h, H, a.h0, a.hT);
         gather_final(mine, d, a.lengths, a.ws + 4 * H, W, a.c0, a.cT);
@@ -152,6 +153,7 @@ void lstm_backward(const BackwardArgs<T>& a) {
                 });
             });
             team_barrier();  // the product below needs every unit of dA_t
+            if (team_stopped()) return;
             gemm_block(mine, step_block<T>(dA.data(), d, 4 * H, t), WhT, true, dprev, H);
             pass_through_inactive(mine, a.lengths, t, H, dnext, dprev);
             std::swap(dnext, dprev);

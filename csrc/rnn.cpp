@@ -65,6 +65,7 @@ void rnn_forward(const ForwardArgs<T>& a, Activation act) {
             });
             team_barrier();
             step_done(a, t);
+            if (team_stopped()) return;  // Ctrl-C: the caller discards the results
         }
         gather_final(mine, d, a.lengths, a.h, H, a.h0, a.hT);
     });
@@ -110,6 +111,7 @@ void rnn_backward(const BackwardArgs<T>& a, Activation act) {
                 });
             });
             team_barrier();  // the product below needs every unit of dA_t
+            if (team_stopped()) return;
             gemm_block(mine, step_block<T>(dA.data(), d, H, t), WhT, true, dprev, H);
             pass_through_inactive(mine, a.lengths, t, H, dnext, dprev);
             std::swap(dnext, dprev);

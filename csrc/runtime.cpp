@@ -230,6 +230,11 @@ std::chrono::microseconds spin_time() {
 
 }  // namespace
 
+const std::atomic<bool>*& thread_stop_flag() {
+    thread_local const std::atomic<bool>* flag = nullptr;
+    return flag;
+}
+
 TeamBarrier*& current_barrier() {
     thread_local TeamBarrier* barrier = nullptr;
     return barrier;
@@ -244,6 +249,7 @@ void TeamBarrier::wait() {
     // acq_rel: each arrival publishes its writes; the last one sees everyone's.
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size) {
         arrived_.store(0, std::memory_order_relaxed);
+        if (stop_source_ != nullptr) stopped_.store(stop_source_->load(std::memory_order_relaxed), std::memory_order_relaxed);
         generation_.fetch_add(1, std::memory_order_seq_cst);  // releases the others
         if (sleepers_.load(std::memory_order_seq_cst) > 0) {
             wake_all(generation_);

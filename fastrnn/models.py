@@ -361,9 +361,11 @@ class CharRNN:
                 self.cell, ids, y, params, grads, self.embed is not None,
                 h0, c0, masks, rnn.nonlinearity, rnn.reset_after, 1.0 / denom, update,
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, KeyboardInterrupt):
+            # Nothing was updated: the call checks everything first, and a Ctrl-C stops it
+            # only before its first update.
             if update is not None:
-                optimizer.t -= K  # nothing was updated: the call checks everything first
+                optimizer.t -= K
             raise
         return total, denom, (hT, cT) if self.cell == "lstm" else hT
 
