@@ -32,7 +32,7 @@ DEFAULT_LR: Dict[str, float] = {
 #: Defaults of ``fastrnn train`` (options default to None so that --resume can tell which
 #: ones were given; these fill in the rest for a new run).
 TRAIN_DEFAULTS: Dict[str, Any] = {
-    "model": "lstm", "hidden": 128, "layers": 2, "dropout": 0.0, "embedding": None,
+    "model": "lstm", "hidden": 128, "layers": 2, "dropout": 0.0, "embedding": 64,
     "dtype": "float32", "batch": 32, "seq": 64, "val_fraction": 0.05, "optimizer": "adam",
     "clip": 5.0, "lr_decay": None, "lr_decay_after": 10, "eval_every": 200, "seed": 0,
 }
@@ -215,6 +215,11 @@ _ARCH_KEYS = {  # CLI option -> (section, key) in the checkpoint config
 }
 
 
+def _embedding_dim(option: int) -> Optional[int]:
+    """CharRNN's embedding_dim for --embedding: 0 means one-hot inputs (None)."""
+    return option or None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -248,6 +253,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             given = getattr(args, opt)
             if given is None or key not in saved[section]:
                 continue
+            if opt == "embedding":
+                given = _embedding_dim(given)
             have = saved[section][key]
             if isinstance(have, float) or isinstance(given, float):
                 same = have is not None and math.isclose(float(given), float(have))
@@ -283,7 +290,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr = args.lr if args.lr is not None else DEFAULT_LR[opts["optimizer"]]
         model = CharRNN(len(vocab), hidden_size=opts["hidden"], num_layers=opts["layers"],
                         cell=opts["model"], dropout=opts["dropout"],
-                        embedding_dim=opts["embedding"], dtype=np.dtype(opts["dtype"]).type,
+                        embedding_dim=_embedding_dim(opts["embedding"]), dtype=np.dtype(opts["dtype"]).type,
                         seed=opts["seed"])
         trainer = Trainer(
             model, text, vocab, batch_size=opts["batch"], seq_length=opts["seq"],
@@ -423,8 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="L", help="stacked layers (default 2)")
     g.add_argument("--dropout", "-dropout", type=_dropout, metavar="P",
                    help="dropout between layers, in [0, 1) (default 0)")
-    g.add_argument("--embedding", type=_positive_int, metavar="E",
-                   help="learned embedding size (default: one-hot inputs, as char-rnn)")
+    g.add_argument("--embedding", type=_nonneg_int, metavar="E",
+                   help="learned embedding size (default 64); 0 for one-hot inputs, as char-rnn")
     g.add_argument("--dtype", choices=("float32", "float64"), default=None, help="default float32")
     g = t.add_argument_group("data")
     g.add_argument("--batch", "--batch-size", "-batch_size", dest="batch", type=_positive_int,

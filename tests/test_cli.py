@@ -204,3 +204,21 @@ def test_sigint_saves_a_checkpoint(tmp_path, corpus):
     s = last_json(so)
     assert s["stopped"] == "interrupted" and s["checkpoint"].endswith("_interrupted.npz")
     assert load_checkpoint(s["checkpoint"]).iteration == s["iterations"] > 0
+
+
+def test_new_runs_learn_an_embedding_and_embedding_0_gives_char_rnns_one_hot_inputs(tmp_path, corpus):
+    for flag, want in ((None, 64), (0, None), (16, 16)):
+        out = tmp_path / f"run{flag}"
+        extra = [] if flag is None else ["--embedding", flag]
+        rc, so, se = run("train", corpus, *TINY, *extra, "--max-iters", 2, "--eval-every", 2, "--out", out,
+                         "--json")
+        assert rc == 0, se
+        ckpt = load_checkpoint(last_json(so)["checkpoint"])
+        assert ckpt.config["model"]["embedding_dim"] == want
+    # A one-hot run resumes without the flag or with --embedding 0; another size is refused.
+    one_hot = tmp_path / "run0"
+    for extra, status in (([], 0), (["--embedding", 0], 0), (["--embedding", 64], 1)):
+        rc, so, se = run("train", "--resume", "--out", one_hot, *extra, "--max-iters", 3, "--threads", 1)
+        assert rc == status, se
+        if status:
+            assert "--embedding 64 differs from the checkpoint" in se
