@@ -39,23 +39,34 @@ SHAPES = {"S1": (100, 64, 512, 512), "S2": (50, 50, 128, 256), "S3": (100, 1, 25
 
 
 def race(contenders: Dict[str, Callable[[], object]], repeats: int, rounds: int = 3) -> Dict[str, float]:
-    """Best seconds per call of each contender.
+    """Best seconds per call of each contender (see race_samples)."""
+    samples = race_samples(contenders, repeats, rounds)
+    return {name: min(times, default=float("inf")) for name, times in samples.items()}
+
+
+def race_samples(contenders: Dict[str, Callable[[], object]], repeats: int, rounds: int = 3,
+                 setup: Optional[Dict[str, Callable[[], object]]] = None) -> Dict[str, List[float]]:
+    """Seconds of every timed call of each contender.
 
     Contenders take turns in blocks of `repeats` calls, `rounds` times, so that machine
     noise falls on all of them alike. Between blocks the process sleeps briefly: thread
     pools (OpenBLAS's, PyTorch's, OpenMP's) keep spinning for a while after a call, and a
     contender timed right after another's would otherwise share its cores with them.
+    `setup[name]()`, when given, runs before each of that contender's blocks (to set its
+    thread count, say); the first call of a block is not timed.
     """
-    best = {name: float("inf") for name in contenders}
+    times: Dict[str, List[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
+            if setup and name in setup:
+                setup[name]()
             time.sleep(0.3)
             fn()
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 fn()
-                best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+                times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def flops(T: int, N: int, D: int, H: int, G: int) -> float:
@@ -107,8 +118,9 @@ def contract_call(module, cell: str, p) -> Callable[[], object]:
     return run
 
 
-def torch_call(cell: str, p) -> Callable[[], object]:
-    """The same computation with torch.nn.RNN/LSTM/GRU (batch_first), weights copied in."""
+def torch_call(cell: str, p, backward: bool = True) -> Callable[[], object]:
+    """The same computation with torch.nn.RNN/LSTM/GRU (batch_first), weights copied in;
+    with backward=False the forward only, under torch.no_grad()."""
     D = p["x"].shape[2]
     H = p["h0"].shape[1]
     module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](D, H, batch_first=True)
@@ -123,10 +135,14 @@ def torch_call(cell: str, p) -> Callable[[], object]:
         module.weight_hh_l0.copy_(torch.from_numpy(w_hh))
         module.bias_ih_l0.copy_(torch.from_numpy(b))
         module.bias_hh_l0.copy_(torch.from_numpy(p["bh"] if cell == "gru" else np.zeros_like(b)))
-    x = torch.from_numpy(p["x"]).requires_grad_()
+    x = torch.from_numpy(p["x"]).requires_grad_(backward)
     h0 = torch.from_numpy(p["h0"][None])
     state = (h0, torch.zeros_like(h0)) if cell == "lstm" else h0
     dh = torch.from_numpy(p["dh"])
+
+    def forward():
+        with torch.no_grad():
+            return module(x, state)[0]
 
     def run():
         module.zero_grad(set_to_none=True)
@@ -135,7 +151,7 @@ def torch_call(cell: str, p) -> Callable[[], object]:
         out.backward(dh)
         return out
 
-    return run
+    return run if backward else forward
 
 
 def check_same(cell: str, p, torch_run) -> float:
