@@ -213,7 +213,7 @@ def goal_line(text: str, values: List[Tuple[str, Optional[float]]], ok: Callable
     measured = [(name, v) for name, v in values if v is not None]
     if not measured:
         return f"-     {text}: not measured"
-    missed = [f"{name} {v:.2f}x" for name, v in measured if not ok(v)]
+    missed = [f"{name} {v:.3f}x" for name, v in measured if not ok(v)]
     if missed:
         return f"MISS  {text}: {', '.join(missed)}"
     low, high = min(v for _, v in measured), max(v for _, v in measured)
