@@ -332,16 +332,14 @@ class _Recurrent(Layer):
         self.rng = _rng(seed)
         self._cache: Optional[Dict[str, Any]] = None
 
-        H, G = self.hidden_size, self._gates
+        H = self.hidden_size
         scale = _init_scale(init, H)
-        for l in range(self.num_layers):
-            D = self.input_size if l == 0 else self.num_directions * H
-            for sfx in self._suffixes:
-                for name, shape in self._param_shapes(D):
-                    value = self.rng.uniform(-scale, scale, shape).astype(self.dtype)
-                    if name == "b" and self._cell == "lstm" and self.forget_bias != 0.0:
-                        value[H : 2 * H] = self.forget_bias
-                    self._add_param(f"{name}_l{l}{sfx}", value)
+        shapes = self.param_shapes(self.input_size, H, self.num_layers, bidirectional=self.bidirectional)
+        for full, shape in shapes.items():
+            value = self.rng.uniform(-scale, scale, shape).astype(self.dtype)
+            if full.startswith("b_l") and self._cell == "lstm" and self.forget_bias != 0.0:
+                value[H : 2 * H] = self.forget_bias
+            self._add_param(full, value)
 
     # -- structure
 
@@ -355,12 +353,29 @@ class _Recurrent(Layer):
 
     @property
     def _names(self) -> Tuple[str, ...]:
-        return ("Wx", "Wh", "b", "bh") if self._cell == "gru" else ("Wx", "Wh", "b")
+        return self._param_names()
 
-    def _param_shapes(self, D: int) -> List[Tuple[str, Tuple[int, ...]]]:
-        GH = self._gates * self.hidden_size
-        shapes = {"Wx": (D, GH), "Wh": (self.hidden_size, GH), "b": (GH,), "bh": (GH,)}
-        return [(n, shapes[n]) for n in self._names]
+    @classmethod
+    def _param_names(cls) -> Tuple[str, ...]:
+        return ("Wx", "Wh", "b", "bh") if cls._cell == "gru" else ("Wx", "Wh", "b")
+
+    @classmethod
+    def param_shapes(cls, input_size: int, hidden_size: int, num_layers: int, *,
+                     bidirectional: bool = False) -> Dict[str, Tuple[int, ...]]:
+        """Name -> shape of every parameter such a layer has, in the order they are
+        created, without building it (sizes as the constructor takes them)."""
+        H = _positive_int("hidden_size", hidden_size)
+        D0 = _positive_int("input_size", input_size)
+        GH = cls._gates * H
+        suffixes = ("", "_reverse") if _bool("bidirectional", bidirectional) else ("",)
+        shapes: Dict[str, Tuple[int, ...]] = {}
+        for l in range(_positive_int("num_layers", num_layers)):
+            D = D0 if l == 0 else len(suffixes) * H
+            per = {"Wx": (D, GH), "Wh": (H, GH), "b": (GH,), "bh": (GH,)}
+            for sfx in suffixes:
+                for n in cls._param_names():
+                    shapes[f"{n}_l{l}{sfx}"] = per[n]
+        return shapes
 
     def _layer_params(self, l: int, d: int) -> Tuple[Array, ...]:
         sfx = self._suffixes[d]

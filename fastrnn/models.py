@@ -183,6 +183,31 @@ class CharRNN:
         """Inverse of :meth:`config`."""
         return cls(**dict(config))
 
+    @classmethod
+    def param_shapes(cls, config: Mapping[str, Any]) -> Dict[str, Tuple[Tuple[int, ...], np.dtype]]:
+        """Name -> (shape, dtype) of every parameter of ``CharRNN.from_config(config)``,
+        computed without building the model (nothing is allocated). TypeError/ValueError
+        for a config the constructor would refuse in its sizes, cell or dtype."""
+        allowed = {"vocab_size", "hidden_size", "num_layers", "cell", "dropout", "embedding_dim",
+                   "dtype", "init", "seed"}
+        unknown = sorted(set(config) - allowed)
+        if unknown:
+            raise TypeError(f"CharRNN config: unexpected keys {unknown}")
+        V = _positive_int("vocab_size", config.get("vocab_size"))
+        H = _positive_int("hidden_size", config.get("hidden_size", 128))
+        cell = config.get("cell", "lstm")
+        if not isinstance(cell, str) or cell not in _CELLS:
+            raise ValueError(f"cell must be one of {tuple(_CELLS)}, got {cell!r}")
+        E = config.get("embedding_dim")
+        dtype = _dtype(config.get("dtype", np.float32))
+        shapes: Dict[str, Tuple[int, ...]] = {}
+        if E is not None:
+            shapes["embed.W"] = (V, _positive_int("embedding_dim", E))
+        rnn = _CELLS[cell].param_shapes(E or V, H, config.get("num_layers", 2))
+        shapes.update({f"rnn.{k}": v for k, v in rnn.items()})
+        shapes.update({"head.W": (H, V), "head.b": (V,)})
+        return {k: (v, dtype) for k, v in shapes.items()}
+
     def train(self, mode: bool = True) -> "CharRNN":
         """Training mode (dropout active); returns self."""
         self.training = _bool("mode", mode)

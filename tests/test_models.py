@@ -435,3 +435,17 @@ def test_captioning_errors_and_dtype():
 def test_report_worst_errors():
     for kind, value in sorted(WORST.items()):
         print(f"worst {kind}: {value:.3g}")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("embedding_dim", [None, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_param_shapes_match_the_built_model(cell, embedding_dim, dtype):
+    model = CharRNN(11, hidden_size=7, num_layers=3, cell=cell, embedding_dim=embedding_dim, dtype=dtype, seed=1)
+    shapes = CharRNN.param_shapes(model.config())
+    assert list(shapes) == list(model.params)
+    assert shapes == {k: (v.shape, v.dtype) for k, v in model.params.items()}
+    with pytest.raises(ValueError):
+        CharRNN.param_shapes({**model.config(), "hidden_size": 0})
+    with pytest.raises(TypeError):
+        CharRNN.param_shapes({**model.config(), "bogus": 1})
