@@ -130,14 +130,19 @@ def _decay(text: str) -> float:
 
 def read_text(path: str) -> str:
     """The UTF-8 text of a file; CliError (one line, naming the file) if it is missing,
-    a directory, empty, binary (NUL bytes) or not UTF-8."""
+    not a regular file (a directory, FIFO or device: never blocks), empty, binary (NUL
+    bytes) or not UTF-8."""
+    from .safeio import NotARegularFile, open_regular
+
     if not os.path.exists(path):
         raise CliError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CliError(f"{path} is a directory, not a text file")
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = f.read()
+    except NotARegularFile as e:
+        raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"{path}: cannot read: {e.strerror or e}") from None
     if not data:
@@ -223,7 +228,7 @@ def _embedding_dim(option: int) -> Optional[int]:
 def _cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from .checkpoint import load_checkpoint, resolve_checkpoint
     from .data import Vocab, default_corpus
     from .models import CharRNN
     from .train import DEFAULT_CORPUS_SOURCE, Trainer, TrainingDiverged

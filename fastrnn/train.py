@@ -470,14 +470,14 @@ class Trainer:
         if str(saved.get("optimizer", self.optimizer_name)) != self.optimizer_name:
             raise ValueError(f"{where} was trained with optimizer {saved.get('optimizer')!r}, "
                              f"not {self.optimizer_name!r}")
-        from .checkpoint import _copy_params
+        from .checkpoint import copy_params
 
         try:
             self.loader.load_state_dict(ckpt.loader)
             self.optimizer.load_state_dict(ckpt.optimizer)
             if self.scheduler is not None and ckpt.scheduler is not None:
                 self.scheduler.load_state_dict(ckpt.scheduler)
-            _copy_params(self.model, ckpt.params, ckpt.path)
+            copy_params(self.model, ckpt.params, ckpt.path)
             self.model.set_rng_state(ckpt.model_rng)
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{where}: cannot restore the training state ({e})") from None
