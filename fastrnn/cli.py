@@ -228,10 +228,11 @@ def _embedding_dim(option: int) -> Optional[int]:
 def _cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .checkpoint import open_checkpoint
     from .data import Vocab, default_corpus
     from .models import CharRNN
-    from .train import DEFAULT_CORPUS_SOURCE, Trainer, TrainingDiverged
+    from .rundir import check_writable, refuse_reuse
+    from .train import DEFAULT_CORPUS_SOURCE, STOP_CRITERIA, Trainer, TrainingDiverged
 
     _set_threads(args.threads)
     if args.data_dir is not None:
@@ -249,10 +250,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         # ---- continue a run
         source = args.resume if isinstance(args.resume, str) else out
-        path = resolve_checkpoint(source, which="latest") if os.path.exists(source) else None
-        if path is None:
+        if not os.path.exists(source):
             raise CliError(f"nothing to resume: {source} does not exist (train without --resume first)")
-        ckpt = load_checkpoint(path)
+        ckpt = open_checkpoint(source, which="latest")
+        path = ckpt.path
         saved = {"model": ckpt.config.get("model", {}), "train": ckpt.config.get("train", {})}
         for opt, (section, key) in _ARCH_KEYS.items():
             given = getattr(args, opt)
@@ -274,8 +275,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             textfile = saved["train"].get("data_source")
         text = default_corpus() if textfile in (None, DEFAULT_CORPUS_SOURCE) else read_text(textfile)
         out_dir = args.out if args.out is not None else os.path.dirname(os.path.abspath(path))
-        trainer = Trainer.resume(path, text, out_dir=out_dir, lr=args.lr, clip=args.clip,
-                                 eval_every=args.eval_every, **common)
+        if no_stop and all(saved["train"].get(k) is None for k in STOP_CRITERIA):
+            stops = dict(max_epochs=DEFAULT_MAX_EPOCHS)  # a run saved without its stop criteria
+        else:  # the run's own stop criteria, unless given again
+            stops = dict(max_iters=args.max_iters, max_epochs=args.max_epochs, max_seconds=args.max_seconds)
+        trainer = Trainer.resume(ckpt, text, out_dir=out_dir, lr=args.lr, clip=args.clip,
+                                 eval_every=args.eval_every, **{**common, **stops})
+        check_writable(out_dir)
         print(f"resuming {path} at iteration {trainer.iteration} (epoch {trainer.epoch:.2f})",
               flush=True)
     else:
@@ -304,13 +310,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             eval_every=opts["eval_every"], out_dir=out, overwrite=args.overwrite,
             seed=opts["seed"], data_source=source, **common)
         if not args.overwrite:
-            from .checkpoint import list_checkpoints
-
-            old = list_checkpoints(out) if os.path.isdir(out) else []
-            if old:
-                raise CliError(f"{out} already holds checkpoints of an earlier run (e.g. "
-                               f"{os.path.basename(old[-1].path)}): pass --resume to continue it, "
-                               f"--overwrite to replace it, or another --out")
+            refuse_reuse(out)
+        check_writable(out)
         nb = trainer.loader.split_sizes
         print(f"training a {opts['layers']}-layer {opts['model'].upper()} (hidden {opts['hidden']}, "
               f"{model.num_params():,} parameters) on {shown}: {len(text):,} characters, "

@@ -10,10 +10,17 @@ bitwise exactly: training N + M iterations gives the same parameters as training
 stopping, resuming from the checkpoint and training M more.
 
 Stops: ``max_iters`` (total), ``max_epochs`` (total), ``max_seconds`` (this call);
-a NaN/inf loss or gradient, or a loss above ``explode_factor`` times the first one (as
-char-rnn), raises :class:`TrainingDiverged` without touching the last good checkpoint;
-Ctrl-C (SIGINT) finishes the current iteration, saves a checkpoint and returns (a second
-Ctrl-C aborts the iteration, still saving the last consistent state).
+they are saved in checkpoints and restored by :meth:`Trainer.resume` unless others are
+given. A NaN/inf loss or gradient, a loss above ``explode_factor`` times the first one
+(as char-rnn), parameters made non-finite by an update, or a validation loss above
+``explode_factor`` times that of a uniform guess (ln V) raises :class:`TrainingDiverged`
+without saving anything, so the last checkpoint stays the last good one; Ctrl-C (SIGINT)
+finishes the current iteration, saves a checkpoint and returns (a second Ctrl-C aborts
+the iteration, still saving the last consistent state).
+
+While it trains, a run holds the lock of its checkpoint directory
+(:class:`fastrnn.rundir.RunDirectoryLock`), and deletes only checkpoints it wrote itself
+(or, with ``overwrite=True``, the ones it replaces).
 
 Example::
 
@@ -24,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import signal
@@ -39,13 +47,15 @@ from .checkpoint import (
     Checkpoint,
     CheckpointError,
     checkpoint_name,
-    list_checkpoints,
-    load_checkpoint,
+    copy_params,
+    nonfinite_entries,
+    open_checkpoint,
     prune_checkpoints,
-    resolve_checkpoint,
     save_checkpoint,
 )
 from .data import CharBatches, Vocab
+from .rundir import RunDirectoryLock, checkpoint_entries, refuse_reuse, remove_orphaned_temporaries
+from .safeio import open_regular
 
 __all__ = [
     "Trainer",
@@ -57,6 +67,7 @@ __all__ = [
     "OPTIMIZERS",
     "LN2",
     "DEFAULT_CORPUS_SOURCE",
+    "STOP_CRITERIA",
 ]
 
 LN2 = math.log(2.0)
@@ -69,9 +80,13 @@ State = Any  # an array h, or a tuple (h, c), as CharRNN uses
 #: ``data_source`` recorded for a run on :func:`fastrnn.data.default_corpus`.
 DEFAULT_CORPUS_SOURCE = "<default corpus>"
 
+#: The Trainer's stop criteria: saved in checkpoints, restored on resume unless others are given.
+STOP_CRITERIA: Tuple[str, ...] = ("max_iters", "max_epochs", "max_seconds")
+
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient became NaN/inf, or the loss exploded; nothing was saved.
+    """The loss, the gradient or the parameters became NaN/inf, or the training or
+    validation loss exploded; nothing was saved.
 
     Attributes:
         summary: the training summary at the point of the stop.
@@ -244,12 +259,16 @@ class Trainer:
             ``lr_decay`` at the end of each epoch from epoch ``lr_decay_after`` on.
         eval_every: iterations between validation + checkpoint (also done at the end).
         out_dir: checkpoint directory (None: no checkpoints). A new run refuses a
-            directory that already holds checkpoints unless ``overwrite=True`` (then they
-            are deleted once the new run writes its first checkpoint); continue a run with
-            :meth:`resume`.
+            directory that holds anything named like a checkpoint (``lm_*.npz``, readable
+            or not) unless ``overwrite=True`` (then those are deleted once the new run
+            writes its first checkpoint); continue a run with :meth:`resume`. While
+            :meth:`train` runs it holds the directory's lock; it deletes only checkpoints
+            it wrote.
         max_iters, max_epochs: stop after that many iterations / epochs in total;
             max_seconds: stop after that many seconds of this call to :meth:`train`.
-        explode_factor: stop when the training loss exceeds this times the first one.
+        explode_factor: stop when the training loss exceeds this times the first one, or
+            the validation loss this times the larger of ln V (a uniform guess) and the
+            first training loss (None: only NaN/inf stop the run).
         progress: "auto" (a tqdm bar if ``file`` is a terminal and tqdm is installed,
             else log lines), "bar", "log" or "none". print_every: iterations between log
             lines (default: every 5 seconds). file: where progress goes (default stdout).
@@ -357,6 +376,9 @@ class Trainer:
         self.val_history: List[Tuple[int, float]] = []
         self.elapsed_total = 0.0
         self.resumed = False
+        self._last_saved_val = math.nan  # validation loss of last_checkpoint
+        self._written: set = set()       # names of the checkpoints of this run in out_dir
+        self._replaced: List[str] = []   # overwrite=True: the entries to delete after the first save
 
         self._interrupted = False
         self._checked_at: Optional[int] = None
@@ -381,6 +403,9 @@ class Trainer:
                 "lr_decay_after": self.lr_decay_after,
                 "eval_every": self.eval_every,
                 "explode_factor": self.explode_factor,
+                "max_iters": self.max_iters,
+                "max_epochs": self.max_epochs,
+                "max_seconds": self.max_seconds,
                 "seed": self.seed,
                 "data_source": self.data_source,
                 "data_sha256": self.data_sha256,
@@ -428,17 +453,32 @@ class Trainer:
             meta=meta,
         )
 
+    def _free_name(self, tag: Optional[str]) -> str:
+        """char-rnn's name for the current state, or, if an entry of out_dir has it
+        already, the same with ``_it<iteration>`` (and a counter): a checkpoint never
+        replaces another file."""
+        assert self.out_dir is not None
+        args = (self.model.cell, self.epoch, self.val_loss, tag)
+        name = checkpoint_name(*args)
+        if not os.path.lexists(os.path.join(self.out_dir, name)):
+            return name
+        name = checkpoint_name(*args, iteration=self.iteration)
+        stem, k = name[:-len(".npz")], 2
+        while os.path.lexists(os.path.join(self.out_dir, name)):
+            name, k = f"{stem}-{k}.npz", k + 1
+        return name
+
     def save(self, tag: Optional[str] = None) -> Optional[str]:
         """Writes a checkpoint of the current state into ``out_dir`` (named as char-rnn,
-        see :func:`fastrnn.checkpoint.checkpoint_name`), then deletes the run's older
-        checkpoints but the best and this one. Returns its path (None without out_dir, where
-        only the best validation loss is kept)."""
+        see :func:`fastrnn.checkpoint.checkpoint_name`, never over an existing file), then
+        deletes the checkpoints this run wrote but the best and this one. Returns its path
+        (None without out_dir, where only the best validation loss is kept)."""
         better = math.isfinite(self.val_loss) and self.val_loss < self.best_val_loss
         if self.out_dir is None:
             if better:
                 self.best_val_loss = self.val_loss
             return None
-        name = checkpoint_name(self.model.cell, self.epoch, self.val_loss, tag)
+        name = self._free_name(tag)
         before = (self.best_val_loss, self.best_checkpoint)
         if better:
             self.best_val_loss = self.val_loss
@@ -450,9 +490,13 @@ class Trainer:
             self.best_val_loss, self.best_checkpoint = before
             raise
         self.last_checkpoint = path
+        self._last_saved_val = self.val_loss
         self._checked_at = self.iteration
+        self._written.add(name)
         keep = [name] + ([self.best_checkpoint] if self.best_checkpoint else [])
-        prune_checkpoints(self.out_dir, keep)
+        removed = prune_checkpoints(self.out_dir, keep, only=self._written | set(self._replaced))
+        self._written -= {os.path.basename(p) for p in removed}
+        self._replaced = []
         return path
 
     def load_state(self, ckpt: Checkpoint, lr: Optional[float] = None) -> None:
@@ -470,8 +514,6 @@ class Trainer:
         if str(saved.get("optimizer", self.optimizer_name)) != self.optimizer_name:
             raise ValueError(f"{where} was trained with optimizer {saved.get('optimizer')!r}, "
                              f"not {self.optimizer_name!r}")
-        from .checkpoint import copy_params
-
         try:
             self.loader.load_state_dict(ckpt.loader)
             self.optimizer.load_state_dict(ckpt.optimizer)
@@ -496,6 +538,7 @@ class Trainer:
         self.initial_loss = meta.get("initial_loss")
         self.best_checkpoint = meta.get("best_checkpoint")
         self.last_checkpoint = ckpt.path
+        self._last_saved_val = ckpt.val_loss
         if self.best_checkpoint and (self.out_dir is None or not os.path.exists(
                 os.path.join(self.out_dir, self.best_checkpoint))):
             # resumed into another directory: "best" restarts there
@@ -507,20 +550,27 @@ class Trainer:
         self.val_history = [(int(i), float(v)) for i, v in zip(h.get("val_iteration", []), h.get("val_loss", []))]
         self._checked_at = self.iteration
         self.resumed = True
+        if self.out_dir is not None:  # the resumed run's own files may be pruned as it goes on
+            here = os.path.abspath(self.out_dir)
+            if ckpt.path and os.path.dirname(os.path.abspath(ckpt.path)) == here:
+                self._written.add(os.path.basename(ckpt.path))
+            if self.best_checkpoint:
+                self._written.add(self.best_checkpoint)
 
     @classmethod
-    def resume(cls, checkpoint: str, data: Optional[Union[str, CharBatches]] = None,
+    def resume(cls, checkpoint: Union[str, Checkpoint], data: Optional[Union[str, CharBatches]] = None,
                **overrides: Any) -> "Trainer":
-        """A trainer that continues the run of ``checkpoint`` (a file, or a directory:
-        its latest checkpoint) on the same ``data`` (default: the text file it was trained
-        on, or the default corpus). The model, vocabulary and training settings come from
-        the checkpoint; ``overrides`` may change the stop criteria, ``eval_every``, ``lr``,
-        ``clip``, progress and output options (``out_dir`` defaults to the checkpoint's
-        directory)."""
+        """A trainer that continues the run of ``checkpoint`` (a file, a directory: its
+        latest checkpoint, or a loaded :class:`~fastrnn.checkpoint.Checkpoint`) on the
+        same ``data`` (default: the text file it was trained on, or the default corpus).
+        The model, vocabulary and training settings come from the checkpoint; ``overrides``
+        may change the stop criteria (without any, the run's own are restored),
+        ``eval_every``, ``lr``, ``clip``, progress and output options (``out_dir`` defaults
+        to the checkpoint's directory)."""
         from .models import CharRNN
 
-        path = resolve_checkpoint(checkpoint, which="latest")
-        ckpt = load_checkpoint(path)
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else open_checkpoint(checkpoint, "latest")
+        path = ckpt.path or "checkpoint"
         saved = dict(ckpt.config.get("train", {}))
         if data is None:
             source = saved.get("data_source")
@@ -529,17 +579,18 @@ class Trainer:
 
                 data = default_corpus()
             else:
-                with open(source, encoding="utf-8") as f:
-                    data = f.read()
+                with open_regular(source) as f:
+                    data = f.read().decode("utf-8")
         fixed = ("batch_size", "seq_length", "val_fraction", "optimizer", "optimizer_kwargs",
                  "lr_decay", "lr_decay_after")
         for k in fixed:
             if k in overrides and overrides[k] is not None and k in saved and overrides[k] != saved[k]:
                 raise ValueError(f"cannot change {k} when resuming ({path} has {k}={saved[k]!r}, "
                                  f"got {overrides[k]!r})")
-        kwargs: Dict[str, Any] = {k: saved[k] for k in (*fixed, "lr", "clip", "eval_every",
-                                                         "explode_factor", "seed", "data_source")
-                                  if k in saved}
+        kept = (*fixed, "lr", "clip", "eval_every", "explode_factor", "seed", "data_source")
+        if all(overrides.get(k) is None for k in STOP_CRITERIA):
+            kept += STOP_CRITERIA
+        kwargs: Dict[str, Any] = {k: saved[k] for k in kept if k in saved}
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         kwargs.setdefault("out_dir", os.path.dirname(os.path.abspath(path)))
         try:
@@ -594,21 +645,59 @@ class Trainer:
             return "max_seconds"
         return None
 
-    def _diverged(self, what: str, progress: _Progress) -> None:
+    def _val_limit(self) -> Optional[float]:
+        """The validation loss above which the run counts as diverged: ``explode_factor``
+        times the larger of ln V (a uniform guess) and the first training loss."""
+        if self.explode_factor is None:
+            return None
+        return self.explode_factor * max(math.log(len(self.vocab)), self.initial_loss or 0.0)
+
+    def _diverged(self, what: str, progress: _Progress, updated: bool = False) -> None:
         last = self.last_checkpoint
         remedy = "a lower learning rate or tighter gradient clipping (the command line's --lr, --clip)"
-        where = (f"the last good checkpoint is {last}; resume from it (Trainer.resume, or fastrnn "
-                 f"train --resume) with {remedy}" if last else f"no checkpoint was written yet; try {remedy}")
-        message = (f"training stopped at iteration {self.iteration + 1}: {what}; the parameters "
-                   f"were not updated with it and nothing was saved: {where}")
+        limit = self._val_limit()
+        suspect = limit is not None and math.isfinite(self._last_saved_val) and self._last_saved_val > limit
+        if not last:
+            where = f"no checkpoint was written yet; try {remedy}"
+        elif suspect:
+            where = (f"the last checkpoint, {last}, has validation loss {self._last_saved_val:.4g} "
+                     f"itself; resume from an earlier one with {remedy}")
+        else:
+            where = (f"the last good checkpoint is {last}; resume from it (Trainer.resume, or fastrnn "
+                     f"train --resume) with {remedy}")
+        state = ("the current parameters are not usable and" if updated
+                 else "the parameters were not updated with it and")
+        message = (f"training stopped at iteration {self.iteration + (0 if updated else 1)}: {what}; "
+                   f"{state} nothing was saved: {where}")
         progress.close()
         raise TrainingDiverged(message, self.summary(stopped="diverged"), last)
 
+    def _check_state(self, progress: _Progress, probe: bool) -> None:
+        """Stops the run (TrainingDiverged) if the state to save holds a NaN or inf, or,
+        with ``probe`` (when no validation loss will judge it), if the loss of the current
+        parameters on the first training batch is above :meth:`_val_limit`."""
+        bad = nonfinite_entries(self.model.params) + [
+            f"optimizer {k}" for k in nonfinite_entries(self.optimizer.state_dict())]
+        if bad:
+            self._diverged(f"non-finite values in {', '.join(bad[:3])}", progress, updated=True)
+        limit = self._val_limit()
+        if probe and limit is not None:
+            loss = evaluate_loss(self.model, itertools.islice(self.loader.batches("train"), 1))
+            if not loss <= limit:
+                self._diverged(f"the loss of the updated parameters on a training batch is {loss:.4g}, "
+                               f"above {limit:.4g} ({self.explode_factor:g} x that of a uniform guess)",
+                               progress, updated=True)
+
     def _eval_and_save(self, progress: _Progress, tag: Optional[str] = None) -> Optional[str]:
+        self._check_state(progress, probe=not self.has_val)
         if self.has_val:
             self.val_loss = self.evaluate("val")
             if not math.isfinite(self.val_loss):
-                self._diverged(f"the validation loss is {self.val_loss}", progress)
+                self._diverged(f"the validation loss is {self.val_loss}", progress, updated=True)
+            limit = self._val_limit()
+            if limit is not None and self.val_loss > limit:
+                self._diverged(f"the validation loss {self.val_loss:.4g} is above {limit:.4g} "
+                               f"({self.explode_factor:g} x that of a uniform guess)", progress, updated=True)
             self.val_history.append((self.iteration, self.val_loss))
         path = self.save(tag)
         self._checked_at = self.iteration
@@ -624,15 +713,23 @@ class Trainer:
         """Trains until a stop criterion; returns :meth:`summary`.
 
         Without any of max_iters / max_epochs / max_seconds it runs until Ctrl-C.
-        Raises :class:`TrainingDiverged` on NaN/inf or exploding loss.
+        Raises :class:`TrainingDiverged` on NaN/inf or exploding loss. With ``out_dir``,
+        the directory's lock is held throughout (RunDirectoryBusy if another run holds
+        it; OSError if it cannot be written), orphaned temporary files of killed writers
+        are deleted, and a new run refuses (FileExistsError) a directory holding anything
+        named like a checkpoint unless ``overwrite=True``.
         """
-        if self.out_dir is not None and not self.resumed and not self.overwrite:
-            old = list_checkpoints(self.out_dir) if os.path.isdir(self.out_dir) else []
-            if old:
-                raise FileExistsError(
-                    f"{self.out_dir} already holds checkpoints of another run (e.g. "
-                    f"{os.path.basename(old[-1].path)}); resume it, choose another output "
-                    f"directory, or overwrite it (--overwrite / overwrite=True)")
+        if self.out_dir is None:
+            return self._run()
+        with RunDirectoryLock(self.out_dir):
+            remove_orphaned_temporaries(self.out_dir)
+            if not self.resumed:
+                if not self.overwrite:
+                    refuse_reuse(self.out_dir)
+                self._replaced = [n for n in checkpoint_entries(self.out_dir) if n not in self._written]
+            return self._run()
+
+    def _run(self) -> Dict[str, Any]:
         file = self.file if self.file is not None else sys.stdout
         mode = self._progress_mode(file)
         total = self.max_iters
@@ -689,6 +786,10 @@ class Trainer:
                     phase = "update"
                     self.optimizer.step(grads)
                     self.iteration += 1
+                    bad = nonfinite_entries(self.model.params)
+                    if bad:
+                        self._diverged(f"the update made parameters non-finite ({', '.join(bad[:3])})",
+                                       progress, updated=True)
                     self.carry = None if epoch_done else carry
                     if epoch_done and self.scheduler is not None and self.loader.epoch >= self.lr_decay_after:
                         self.scheduler.step()
@@ -731,6 +832,7 @@ class Trainer:
             # ---- final evaluation / checkpoint
             if self.iteration != self._checked_at:
                 if stopped == "interrupted":
+                    self._check_state(progress, probe=True)
                     path = self.save(tag="interrupted")
                     progress.write(f"interrupted at iteration {self.iteration} (epoch {self.epoch:.2f})"
                                    + (f": saved {path}" if path else ""))

@@ -93,6 +93,7 @@ def test_special_files_never_block_sample_or_resume(tmp_path, run_dir, kind):
     assert rc == 0, se
     rc, so, se = cli("train", "--resume", "--out", d, "--max-iters", 6, "--progress", "none", "--threads", 1)
     assert rc == 0, se
+    assert os.path.lexists(special)  # not ours: left alone
 
 
 LOAD = """
