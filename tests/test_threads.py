@@ -160,3 +160,25 @@ def test_small_problems_run_on_fewer_threads_with_the_same_results(restore_threa
         _core.set_min_flops_per_thread(before)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_results_keep_their_bits_while_another_process_holds_a_core(restore_threads):
+    # With a busy loop beside it, the team may rest on one thread for a while and come back:
+    # every call still gives the bits of one thread.
+    rng = np.random.default_rng(3)
+    args = [rng.standard_normal(s).astype(np.float32) for s in [(16, 40, 64), (16, 96), (64, 384), (96, 384), (384,)]]
+    fastrnn.set_num_threads(1)
+    want_h, cache = fastrnn.lstm_forward(*args)
+    want_grads = fastrnn.lstm_backward(np.ones_like(want_h), cache)
+    fastrnn.set_num_threads(0)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for _ in range(60):
+            h, cache = fastrnn.lstm_forward(*args)
+            grads = fastrnn.lstm_backward(np.ones_like(h), cache)
+            np.testing.assert_array_equal(h, want_h)
+            for g, w in zip(grads, want_grads):
+                np.testing.assert_array_equal(g, w)
+    finally:
+        busy.kill()
+        busy.wait()
