@@ -12,6 +12,10 @@ Subcommands:
 char-rnn's option names are accepted too (``-rnn_size``, ``-num_layers``,
 ``-checkpoint_dir``, ``-temperature``, ``-primetext``, ...). Bad input gives a one-line
 error on stderr and exit status 1 (2 for usage errors); Ctrl-C gives status 130.
+
+Whatever is printed that can hold user text (sampled text, file names, messages) goes
+through :func:`fastrnn.terminal.sanitize`: control characters are escaped when the stream
+is a terminal, and written as they are when it is a pipe or a file.
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ import json
 import math
 import os
 import sys
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Dict, List, NoReturn, Optional, TextIO
+
+from .terminal import escape_controls, is_terminal, sanitize
 
 __all__ = ["main", "build_parser", "read_text", "DEFAULT_LR"]
 
@@ -47,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, sanitize(f"{self.prog}: error: {message} (see {self.prog} --help)\n", sys.stderr))
 
 
 # ---------------------------------------------------------------- argument types
@@ -177,7 +183,15 @@ def _json_value(v: Any) -> Any:
 
 
 def _print_json(obj: Dict[str, Any]) -> None:
+    # json.dumps escapes every control character (and all non-ASCII): safe on a terminal
     print(json.dumps({k: _json_value(v) for k, v in obj.items()}, allow_nan=False), flush=True)
+
+
+def _say(message: str, file: Optional[TextIO] = None) -> None:
+    """Prints one message (which may hold file names or other user text) to ``file``
+    (default stdout), with control characters escaped when it is a terminal."""
+    file = sys.stdout if file is None else file
+    print(sanitize(message, file), file=file, flush=True)
 
 
 def _humanize(n: float) -> str:
@@ -282,8 +296,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer.resume(ckpt, text, out_dir=out_dir, lr=args.lr, clip=args.clip,
                                  eval_every=args.eval_every, **{**common, **stops})
         check_writable(out_dir)
-        print(f"resuming {path} at iteration {trainer.iteration} (epoch {trainer.epoch:.2f})",
-              flush=True)
+        _say(f"resuming {path} at iteration {trainer.iteration} (epoch {trainer.epoch:.2f})")
     else:
         # ---- a new run
         opts = {k: (getattr(args, k) if getattr(args, k) is not None else v)
@@ -313,11 +326,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             refuse_reuse(out)
         check_writable(out)
         nb = trainer.loader.split_sizes
-        print(f"training a {opts['layers']}-layer {opts['model'].upper()} (hidden {opts['hidden']}, "
+        _say(f"training a {opts['layers']}-layer {opts['model'].upper()} (hidden {opts['hidden']}, "
               f"{model.num_params():,} parameters) on {shown}: {len(text):,} characters, "
               f"{len(vocab)} distinct; {nb['train']} batches of {opts['batch']}x{opts['seq']} per "
               f"epoch, {nb['val']} for validation; {opts['optimizer']} lr {lr:g}; checkpoints in "
-              f"{out}/", flush=True)
+              f"{out}/")
 
     try:
         summary = trainer.train()
@@ -334,10 +347,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"{summary['epoch']:.2f}), {_humanize(summary['chars_per_sec'])} chars/s")
         if summary["val_bpc"] is not None:
             line += f", val loss {summary['val_loss']:.4f} ({summary['val_bpc']:.3f} bits/char)"
-        print(line)
+        _say(line)
         if summary["checkpoint"]:
             target = trainer.out_dir
-            print(f"checkpoint {summary['checkpoint']}; sample with: fastrnn sample {target}")
+            _say(f"checkpoint {summary['checkpoint']}; sample with: fastrnn sample {target}")
     return 130 if summary["stopped"] == "interrupted" else 0
 
 
@@ -363,10 +376,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         _print_json({"text": text, "checkpoint": ckpt.path})
         return 0
     out = sys.stdout
-    tty = out.isatty()
+    tty = is_terminal(out)
     last = ""
     for ch in stream(model, vocab, args.length, **kwargs):
-        out.write(ch)
+        out.write(escape_controls(ch) if tty else ch)  # sanitize(), with isatty asked once
         last = ch or last
         if tty and ch == "\n":
             out.flush()
@@ -402,7 +415,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         extra = f" ({result['skipped']:,} unknown characters skipped)" if result["skipped"] else ""
-        print(f"loss {loss:.4f} nats/char, {loss / LN2:.4f} bits/char over {count:,} "
+        _say(f"loss {loss:.4f} nats/char, {loss / LN2:.4f} bits/char over {count:,} "
               f"predicted characters{extra} ({ckpt.path})")
     return 0
 
@@ -490,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     # -- sample
     s = sub.add_parser("sample", help="generate text from a checkpoint (as char-rnn's sample.lua)",
                        description="Generate text from a checkpoint file or a training --out "
-                                   "directory (its best checkpoint).")
+                                   "directory (its best checkpoint). On a terminal, control "
+                                   "characters in the text are shown escaped (ESC as \\x1b); "
+                                   "piped or redirected output is the text, byte for byte.")
     s.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file or --out directory")
     s.add_argument("--length", "-length", type=_nonneg_int, default=1000,
                    help="characters to generate (default 1000)")
@@ -547,7 +562,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args.run(args))
     except KeyboardInterrupt as e:
         detail = f": {_one_line(e)}" if str(e) else ""
-        print(f"{prog}: interrupted{detail}", file=sys.stderr)
+        _say(f"{prog}: interrupted{detail}", sys.stderr)
         return 130
     except BrokenPipeError:
         # e.g. `fastrnn sample run | head`: the reader is gone; stop quietly
@@ -558,13 +573,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             pass
         return 0
     except (CliError, CheckpointError, OSError, ValueError, TypeError, RuntimeError, MemoryError) as e:
-        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        _say(f"{prog}: error: {_one_line(e)}", sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - never a traceback for the user
         if os.environ.get("FASTRNN_DEBUG"):
             raise
-        print(f"{prog}: error: {type(e).__name__}: {_one_line(e)} (set FASTRNN_DEBUG=1 for a "
-              f"traceback)", file=sys.stderr)
+        _say(f"{prog}: error: {type(e).__name__}: {_one_line(e)} (set FASTRNN_DEBUG=1 for a "
+             f"traceback)", sys.stderr)
         return 1
 
 

@@ -56,6 +56,7 @@ from .checkpoint import (
 from .data import CharBatches, Vocab
 from .rundir import RunDirectoryLock, checkpoint_entries, refuse_reuse, remove_orphaned_temporaries
 from .safeio import open_regular
+from .terminal import sanitize
 
 __all__ = [
     "Trainer",
@@ -230,6 +231,8 @@ class _Progress:
                 self.write(f"iter {iteration}: {text}")
 
     def write(self, message: str) -> None:
+        """One line (it may hold file names): control characters escaped on a terminal."""
+        message = sanitize(message, self.file)
         if self.mode == "bar":
             self.bar.write(message, file=self.file)
         elif self.mode == "log":
