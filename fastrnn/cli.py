@@ -28,7 +28,7 @@ from typing import Any, Dict, List, NoReturn, Optional, TextIO
 
 from .terminal import escape_controls, is_terminal, sanitize
 
-__all__ = ["main", "build_parser", "read_text", "DEFAULT_LR"]
+__all__ = ["main", "build_parser", "read_text", "read_text_ids", "DEFAULT_LR"]
 
 #: Default learning rate per optimizer when ``--lr`` is not given.
 DEFAULT_LR: Dict[str, float] = {
@@ -134,32 +134,45 @@ def _decay(text: str) -> float:
 # ---------------------------------------------------------------- helpers
 
 
-def read_text(path: str) -> str:
-    """The UTF-8 text of a file; CliError (one line, naming the file) if it is missing,
-    not a regular file (a directory, FIFO or device: never blocks), empty, binary (NUL
-    bytes) or not UTF-8."""
-    from .safeio import NotARegularFile, open_regular
-
+def _check_text_file(path: str) -> None:
+    """CliError (one line, naming the file) if ``path`` is missing or a directory."""
     if not os.path.exists(path):
         raise CliError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CliError(f"{path} is a directory, not a text file")
+
+
+def read_text(path: str) -> str:
+    """The UTF-8 text of a file; CliError (one line, naming the file) if it is missing,
+    not a regular file (a directory, FIFO or device: never blocks), empty, binary (NUL
+    bytes) or not UTF-8."""
+    from .data import TextFileError, read_text_chunks
+    from .safeio import NotARegularFile
+
+    _check_text_file(path)
     try:
-        with open_regular(path) as f:
-            data = f.read()
-    except NotARegularFile as e:
+        return "".join(read_text_chunks(path))
+    except (TextFileError, NotARegularFile) as e:
         raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"{path}: cannot read: {e.strerror or e}") from None
-    if not data:
-        raise CliError(f"{path} is empty")
-    if b"\0" in data:
-        raise CliError(f"{path} looks like a binary file (it contains NUL bytes), not text")
+
+
+def read_text_ids(path: str, vocab: Any = None, errors: str = "strict") -> Any:
+    """A text file as :class:`fastrnn.data.EncodedText` (compact ids; the text is never
+    held whole as a str), with ``vocab`` (default: the file's own characters); CliError
+    as :func:`read_text`. With ``vocab`` and ``errors="strict"``, a character outside it
+    raises :class:`fastrnn.data.UnknownCharacterError` for the caller to word."""
+    from .data import EncodedText, TextFileError
+    from .safeio import NotARegularFile
+
+    _check_text_file(path)
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CliError(f"{path} is not UTF-8 text (invalid byte 0x{data[e.start]:02x} at offset "
-                       f"{e.start})") from None
+        return EncodedText.from_file(path, vocab, errors=errors)
+    except (TextFileError, NotARegularFile) as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
 def _set_threads(threads: Optional[int]) -> None:
@@ -243,7 +256,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .checkpoint import open_checkpoint
-    from .data import Vocab, default_corpus
+    from .data import EncodedText, UnknownCharacterError, default_corpus
     from .models import CharRNN
     from .rundir import check_writable, refuse_reuse
     from .train import DEFAULT_CORPUS_SOURCE, STOP_CRITERIA, Trainer, TrainingDiverged
@@ -287,13 +300,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         textfile = args.textfile
         if textfile is None:
             textfile = saved["train"].get("data_source")
-        text = default_corpus() if textfile in (None, DEFAULT_CORPUS_SOURCE) else read_text(textfile)
+        try:
+            if textfile in (None, DEFAULT_CORPUS_SOURCE):
+                data = EncodedText.from_text(default_corpus(), ckpt.vocab)
+            else:
+                data = read_text_ids(textfile, ckpt.vocab)
+        except UnknownCharacterError as e:
+            shown_file = "the default corpus" if textfile in (None, DEFAULT_CORPUS_SOURCE) else textfile
+            raise CliError(f"{shown_file}: character {e.char!r} (U+{ord(e.char):04X}) at position "
+                           f"{e.position} is not in the vocabulary of {path}: resume with the text "
+                           f"it was trained on") from None
         out_dir = args.out if args.out is not None else os.path.dirname(os.path.abspath(path))
         if no_stop and all(saved["train"].get(k) is None for k in STOP_CRITERIA):
             stops = dict(max_epochs=DEFAULT_MAX_EPOCHS)  # a run saved without its stop criteria
         else:  # the run's own stop criteria, unless given again
             stops = dict(max_iters=args.max_iters, max_epochs=args.max_epochs, max_seconds=args.max_seconds)
-        trainer = Trainer.resume(ckpt, text, out_dir=out_dir, lr=args.lr, clip=args.clip,
+        trainer = Trainer.resume(ckpt, data, out_dir=out_dir, lr=args.lr, clip=args.clip,
                                  eval_every=args.eval_every, **{**common, **stops})
         check_writable(out_dir)
         _say(f"resuming {path} at iteration {trainer.iteration} (epoch {trainer.epoch:.2f})")
@@ -303,21 +325,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 for k, v in TRAIN_DEFAULTS.items()}
         if args.textfile is None:
             try:
-                text = default_corpus()
+                data = EncodedText.from_text(default_corpus())
             except RuntimeError as e:
                 raise CliError(str(e)) from None
             source, shown = DEFAULT_CORPUS_SOURCE, "the default corpus (Python standard-library sources)"
         else:
-            text = read_text(args.textfile)
+            data = read_text_ids(args.textfile)
             source, shown = os.path.abspath(args.textfile), args.textfile
-        vocab = Vocab.from_text(text)
+        vocab = data.vocab
         lr = args.lr if args.lr is not None else DEFAULT_LR[opts["optimizer"]]
         model = CharRNN(len(vocab), hidden_size=opts["hidden"], num_layers=opts["layers"],
                         cell=opts["model"], dropout=opts["dropout"],
                         embedding_dim=_embedding_dim(opts["embedding"]), dtype=np.dtype(opts["dtype"]).type,
                         seed=opts["seed"])
         trainer = Trainer(
-            model, text, vocab, batch_size=opts["batch"], seq_length=opts["seq"],
+            model, data, vocab, batch_size=opts["batch"], seq_length=opts["seq"],
             val_fraction=opts["val_fraction"], optimizer=opts["optimizer"], lr=lr,
             clip=opts["clip"], lr_decay=opts["lr_decay"], lr_decay_after=opts["lr_decay_after"],
             eval_every=opts["eval_every"], out_dir=out, overwrite=args.overwrite,
@@ -327,10 +349,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         check_writable(out)
         nb = trainer.loader.split_sizes
         _say(f"training a {opts['layers']}-layer {opts['model'].upper()} (hidden {opts['hidden']}, "
-              f"{model.num_params():,} parameters) on {shown}: {len(text):,} characters, "
-              f"{len(vocab)} distinct; {nb['train']} batches of {opts['batch']}x{opts['seq']} per "
-              f"epoch, {nb['val']} for validation; {opts['optimizer']} lr {lr:g}; checkpoints in "
-              f"{out}/")
+             f"{model.num_params():,} parameters) on {shown}: {data.num_chars:,} characters, "
+             f"{len(vocab)} distinct; {nb['train']} batches of {opts['batch']}x{opts['seq']} per "
+             f"epoch, {nb['val']} for validation; {opts['optimizer']} lr {lr:g}; checkpoints in "
+             f"{out}/")
 
     try:
         summary = trainer.train()
@@ -394,29 +416,28 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
+    from .data import UnknownCharacterError
     from .train import LN2, evaluate_text
 
     _set_threads(args.threads)
     model, vocab, ckpt = load_model(args.checkpoint)
-    text = read_text(args.textfile)
-    unknown = [ch for ch in dict.fromkeys(text) if ch not in vocab]
-    if unknown and args.unknown == "error":
-        ch = unknown[0]
-        raise CliError(f"{args.textfile}: character {ch!r} (U+{ord(ch):04X}) at position "
-                       f"{text.index(ch)} is not in the vocabulary of {ckpt.path}; "
-                       f"--unknown skip drops such characters")
-    ids = vocab.encode(text, errors="skip" if unknown else "strict")
-    if ids.size < 2:
+    try:
+        data = read_text_ids(args.textfile, vocab, errors="skip" if args.unknown == "skip" else "strict")
+    except UnknownCharacterError as e:
+        raise CliError(f"{args.textfile}: character {e.char!r} (U+{ord(e.char):04X}) at position "
+                       f"{e.position} is not in the vocabulary of {ckpt.path}; "
+                       f"--unknown skip drops such characters") from None
+    if data.ids.size < 2:
         raise CliError(f"{args.textfile}: fewer than 2 known characters: nothing to evaluate")
-    loss, count = evaluate_text(model, ids, batch_size=args.batch, seq_length=args.seq)
+    loss, count = evaluate_text(model, data.ids, batch_size=args.batch, seq_length=args.seq)
     result = {"loss": loss, "bpc": loss / LN2, "chars": count,
-              "skipped": len(text) - int(ids.size), "checkpoint": ckpt.path}
+              "skipped": data.skipped, "checkpoint": ckpt.path}
     if args.json:
         _print_json(result)
     else:
         extra = f" ({result['skipped']:,} unknown characters skipped)" if result["skipped"] else ""
         _say(f"loss {loss:.4f} nats/char, {loss / LN2:.4f} bits/char over {count:,} "
-              f"predicted characters{extra} ({ckpt.path})")
+             f"predicted characters{extra} ({ckpt.path})")
     return 0
 
 

@@ -5,6 +5,10 @@ The pieces of Karpathy's min-char-rnn / char-rnn data pipeline, in NumPy:
 * :class:`Vocab` maps characters to integer ids and back (``char_to_ix`` / ``ix_to_char``).
   Encoding runs in the compiled module ``fastrnn._text`` (Cython), tens of times faster
   than ``[char_to_ix[ch] for ch in data]``.
+* :class:`EncodedText` is a text as compact ids (1 byte per character for up to 256
+  distinct characters, 2 up to 65,536) with its vocabulary and checksum;
+  :meth:`EncodedText.from_file` reads a UTF-8 file chunk by chunk, so that a long text
+  is never held whole as a ``str`` (which takes up to 4 bytes per character).
 * :func:`default_corpus` gives about 1 MB of training text with nothing to download: the
   source of a fixed list of Python standard-library modules.
 * :class:`CharBatches` cuts an id stream into (x, y) minibatches of shape (B, T) the way
@@ -28,19 +32,64 @@ Everything a checkpoint needs is a flat dict of NumPy arrays and numbers
 """
 from __future__ import annotations
 
+import codecs
 import functools
+import hashlib
 import os
 import sysconfig
 from types import MappingProxyType
-from typing import Dict, Iterable, Iterator, List, Mapping, Tuple, Union
+from typing import IO, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _text  # the compiled encoder; there is deliberately no pure-Python fallback
+from .safeio import open_regular
 
-__all__ = ["Vocab", "CharBatches", "default_corpus", "STDLIB_CORPUS_FILES"]
+__all__ = [
+    "Vocab",
+    "EncodedText",
+    "CharBatches",
+    "TextFileError",
+    "UnknownCharacterError",
+    "read_text_chunks",
+    "default_corpus",
+    "STDLIB_CORPUS_FILES",
+]
 
 _MAX_CODE_POINT = 0x10FFFF
+#: Bytes read from a text file at a time (its str takes at most 4 times as much).
+_CHUNK_BYTES = 1 << 18
+#: Characters per piece when hashing a str's UTF-8 bytes.
+_HASH_CHARS = 1 << 20
+#: The types ids are kept in, smallest first; each holds the ids of up to that many characters.
+_ID_DTYPES = ((np.dtype(np.uint8), 1 << 8), (np.dtype(np.uint16), 1 << 16), (np.dtype(np.int32), 1 << 31))
+
+
+def _id_dtype(count: int) -> np.dtype:
+    """The smallest of uint8, uint16, int32 that holds the ids 0 .. count-1."""
+    for dtype, limit in _ID_DTYPES:
+        if count <= limit:
+            return dtype
+    raise ValueError(f"{count} ids do not fit in int32")  # pragma: no cover - Unicode is smaller
+
+
+class UnknownCharacterError(ValueError):
+    """A character of the text is not in the vocabulary.
+
+    Attributes:
+        char: the first such character.
+        position: its index in the text, in characters.
+    """
+
+    def __init__(self, message: str, char: str, position: int) -> None:
+        super().__init__(message)
+        self.char = char
+        self.position = position
+
+
+class TextFileError(ValueError):
+    """A file that is not usable as a text: empty, binary (NUL bytes), not UTF-8, or one
+    that changed while it was read. The message names the file."""
 
 
 # ---------------------------------------------------------------- vocabulary
@@ -143,23 +192,49 @@ class Vocab:
         shown = self._chars if len(self._chars) <= 40 else self._chars[:37] + "..."
         return f"Vocab({len(self)} chars: {shown!r})"
 
-    def encode(self, text: str, errors: str = "strict") -> np.ndarray:
-        """Character ids of ``text``: int32 array of shape (len(text),).
+    @property
+    def id_dtype(self) -> np.dtype:
+        """The smallest integer type that holds this vocabulary's ids: uint8 for up to 256
+        characters, uint16 for up to 65,536, else int32."""
+        return _id_dtype(len(self))
 
-        ``errors="strict"`` raises ValueError naming the first character that is not in
-        the vocabulary and its position; ``errors="skip"`` drops such characters (the
-        result is then shorter than the text).
+    def _check_id_dtype(self, where: str, dtype: object) -> np.dtype:
+        try:
+            dt = np.dtype(dtype)  # type: ignore[call-overload]
+        except TypeError:
+            raise TypeError(f"{where}: dtype must be a NumPy integer type, got {dtype!r}") from None
+        limits = dict(_ID_DTYPES)
+        if dt not in limits:
+            raise TypeError(f"{where}: dtype must be uint8, uint16 or int32, got {dt}")
+        if len(self) > limits[dt]:
+            raise ValueError(f"{where}: dtype {dt} cannot hold the ids of {len(self)} characters; "
+                             f"use {self.id_dtype}")
+        return dt
+
+    def encode(self, text: str, errors: str = "strict", dtype: object = np.int32) -> np.ndarray:
+        """Character ids of ``text``: an array of shape (len(text),) of ``dtype``: int32
+        (default), or uint16 / uint8 when they hold every id (:attr:`id_dtype` is the
+        smallest that does).
+
+        ``errors="strict"`` raises :class:`UnknownCharacterError` (a ValueError) naming the
+        first character that is not in the vocabulary and its position; ``errors="skip"``
+        drops such characters (the result is then shorter than the text).
         """
         if not isinstance(text, str):
             raise TypeError(f"Vocab.encode: text must be a str, got {type(text).__name__}")
         if errors not in ("strict", "skip"):
             raise ValueError(f"Vocab.encode: errors must be 'strict' or 'skip', got {errors!r}")
-        ids, bad = _text.encode(text, self._table, errors == "skip")
+        dt = self._check_id_dtype("Vocab.encode", dtype)
+        ids, bad = _text.encode(text, self._table, errors == "skip", dt)
         if ids is None:
-            ch = text[bad]
-            raise ValueError(f"Vocab.encode: character {ch!r} (U+{ord(ch):04X}) at position {bad} "
-                             f"is not in the vocabulary; use errors='skip' to drop unknown characters")
+            raise self._unknown("Vocab.encode", text[bad], bad)
         return ids
+
+    @staticmethod
+    def _unknown(where: str, ch: str, position: int) -> UnknownCharacterError:
+        return UnknownCharacterError(
+            f"{where}: character {ch!r} (U+{ord(ch):04X}) at position {position} is not in the "
+            f"vocabulary; use errors='skip' to drop unknown characters", ch, position)
 
     def decode(self, ids: Union[np.ndarray, Iterable[int], int]) -> str:
         """The text of a 1-D sequence of ids (any integer dtype, or a list, or one int).
@@ -182,6 +257,171 @@ class Vocab:
                              f"for a vocabulary of {len(self)} characters")
         cps = self._codepoints[a].astype("<u4", copy=False)
         return cps.tobytes().decode("utf-32-le", "surrogatepass")
+
+
+# ---------------------------------------------------------------- text files and encoded texts
+
+
+def _decoded_chunks(f: IO[bytes], name: str, chunk_size: int) -> Iterator[Tuple[bytes, str]]:
+    """(raw bytes, their text) of a binary file, ``chunk_size`` bytes at a time (a UTF-8
+    sequence cut by a chunk's end is completed from the next). TextFileError naming
+    ``name`` if the file is empty, holds a NUL byte or is not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0
+    while True:
+        raw = f.read(chunk_size)
+        if b"\0" in raw:
+            raise TextFileError(f"{name} looks like a binary file (it contains NUL bytes), not text")
+        try:
+            text = decoder.decode(raw, final=not raw)
+        except UnicodeDecodeError as e:
+            # e.object is the bytes held back from the previous chunk followed by raw
+            at = offset - (len(e.object) - len(raw)) + e.start
+            raise TextFileError(f"{name} is not UTF-8 text (invalid byte 0x{e.object[e.start]:02x} "
+                                f"at offset {at})") from None
+        if not raw:
+            if offset == 0:
+                raise TextFileError(f"{name} is empty")
+            return
+        offset += len(raw)
+        yield raw, text
+
+
+def read_text_chunks(path: Union[str, "os.PathLike[str]"], chunk_size: int = _CHUNK_BYTES) -> Iterator[str]:
+    """The text of a UTF-8 file, in pieces of at most ``chunk_size`` bytes (joined, they
+    are the whole text). Raises :class:`TextFileError` (naming the file) if it is empty,
+    binary (NUL bytes) or not UTF-8 (with the offset of the first bad byte), OSError if it
+    cannot be read."""
+    name = os.fspath(path)
+    with open_regular(name) as f:
+        for _, text in _decoded_chunks(f, name, chunk_size):
+            yield text
+
+
+def _sha256_of_text(text: str) -> str:
+    h = hashlib.sha256()
+    for i in range(0, len(text), _HASH_CHARS):  # in pieces: no second copy of a long text
+        h.update(text[i:i + _HASH_CHARS].encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+class EncodedText:
+    """A text as character ids with its vocabulary: what training and evaluation need of
+    it, without the text itself.
+
+    The ids are kept in :attr:`Vocab.id_dtype` (1 byte per character for vocabularies of
+    up to 256 characters, 2 up to 65,536), read-only. :meth:`from_file` reads a UTF-8 file
+    chunk by chunk and never holds the whole text as a ``str``, so that a long text takes
+    about the room of its ids; :meth:`from_text` encodes a ``str``.
+
+    Attributes:
+        ids: 1-D array (num_ids,) of ``vocab.id_dtype``, read-only.
+        vocab: the :class:`Vocab` of the ids.
+        num_chars: characters in the text: ``len(ids)`` plus those skipped as unknown.
+        skipped: characters dropped as not in the vocabulary (``errors="skip"``).
+        sha256: hex SHA-256 of the text's UTF-8 bytes (of the whole text, skipped
+            characters included).
+        source: the file it was read from, or None.
+    """
+
+    __slots__ = ("ids", "vocab", "num_chars", "sha256", "source")
+
+    def __init__(self, ids: np.ndarray, vocab: Vocab, num_chars: int, sha256: str,
+                 source: Optional[str] = None) -> None:
+        if not isinstance(vocab, Vocab):
+            raise TypeError(f"EncodedText: vocab must be a Vocab, got {type(vocab).__name__}")
+        a = np.asarray(ids)
+        if a.ndim != 1 or a.dtype != vocab.id_dtype:
+            raise TypeError(f"EncodedText: ids must be a 1-D array of {vocab.id_dtype} (the vocabulary's "
+                            f"id_dtype), got {a.dtype} of shape {a.shape}")
+        if not a.size <= int(num_chars):
+            raise ValueError(f"EncodedText: num_chars={num_chars} is less than the {a.size} ids")
+        if a.flags.writeable:
+            a = a.view()
+            a.flags.writeable = False
+        self.ids = a
+        self.vocab = vocab
+        self.num_chars = int(num_chars)
+        self.sha256 = str(sha256)
+        self.source = source
+
+    @property
+    def skipped(self) -> int:
+        return self.num_chars - int(self.ids.size)
+
+    def __len__(self) -> int:
+        """Number of ids."""
+        return int(self.ids.size)
+
+    def __repr__(self) -> str:
+        src = f", source={self.source!r}" if self.source else ""
+        return (f"EncodedText({self.ids.size:,} ids of {self.ids.dtype}, {len(self.vocab)} distinct "
+                f"characters, skipped={self.skipped}{src})")
+
+    @classmethod
+    def from_text(cls, text: str, vocab: Optional[Vocab] = None, errors: str = "strict") -> "EncodedText":
+        """The ids of ``text`` with ``vocab`` (default: :meth:`Vocab.from_text`); ``errors``
+        as for :meth:`Vocab.encode`."""
+        if not isinstance(text, str):
+            raise TypeError(f"EncodedText.from_text: text must be a str, got {type(text).__name__}")
+        vocab = Vocab.from_text(text) if vocab is None else vocab
+        ids = vocab.encode(text, errors, dtype=vocab.id_dtype)
+        return cls(ids, vocab, len(text), _sha256_of_text(text))
+
+    @classmethod
+    def from_file(cls, path: Union[str, "os.PathLike[str]"], vocab: Optional[Vocab] = None,
+                  errors: str = "strict", chunk_size: int = _CHUNK_BYTES) -> "EncodedText":
+        """The ids of a UTF-8 text file, read ``chunk_size`` bytes at a time.
+
+        Without ``vocab``, the vocabulary is every character of the file sorted by code
+        point (as :meth:`Vocab.from_text`), found in a first pass; the ids are written in a
+        second. ``errors`` as for :meth:`Vocab.encode`: "strict" raises
+        :class:`UnknownCharacterError` with the character's position in the text, "skip"
+        drops unknown characters. Raises :class:`TextFileError` if the file is empty,
+        binary, not UTF-8 or changes between the passes, OSError if it cannot be read,
+        :class:`fastrnn.safeio.NotARegularFile` at once for a FIFO, device or socket
+        (which a read could block on).
+        """
+        if errors not in ("strict", "skip"):
+            raise ValueError(f"EncodedText.from_file: errors must be 'strict' or 'skip', got {errors!r}")
+        if vocab is not None and not isinstance(vocab, Vocab):
+            raise TypeError(f"EncodedText.from_file: vocab must be a Vocab or None, got {type(vocab).__name__}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"EncodedText.from_file: chunk_size must be a positive int, got {chunk_size!r}")
+        name = os.fspath(path)
+        with open_regular(name) as f:
+            # pass 1: check the bytes, count the characters, hash, find the vocabulary
+            h = hashlib.sha256()
+            n = 0
+            seen = np.zeros(_MAX_CODE_POINT + 1, np.uint8) if vocab is None else None
+            for raw, text in _decoded_chunks(f, name, chunk_size):
+                h.update(raw)
+                n += len(text)
+                if seen is not None:
+                    _text.mark(text, seen)
+            found = seen is not None
+            if seen is not None:
+                vocab = Vocab.from_array(np.flatnonzero(seen))
+                del seen
+            assert vocab is not None
+            # pass 2: the ids, straight into an array of the vocabulary's compact type
+            changed = TextFileError(f"{name} changed while it was read; read it again")
+            f.seek(0)
+            ids = np.empty(n, vocab.id_dtype)
+            k = pos = 0
+            for _, text in _decoded_chunks(f, name, chunk_size):
+                if pos + len(text) > n:
+                    raise changed
+                got, bad = _text.encode_into(text, vocab._table, errors == "skip", ids[k:])
+                if got < 0:
+                    if found:
+                        raise changed
+                    raise vocab._unknown(name, text[bad], pos + bad)
+                k += got
+                pos += len(text)
+            if pos != n:
+                raise changed
+        return cls(ids[:k], vocab, n, h.hexdigest(), source=name)
 
 
 # ---------------------------------------------------------------- default corpus
@@ -262,6 +502,13 @@ class CharBatches:
     ``(n - 1) // (batch_size * seq_length)`` batches; the few ids left over at its end are
     unused. Nothing is random.
 
+    The ids are kept once, in the smallest of uint8, uint16 and int32 that holds them;
+    the splits and their streams are views of them, and only a batch being handed out is
+    converted to int32. By default the loader keeps its own copy of ``ids``; with
+    ``copy=False`` it uses a C-contiguous uint8, uint16 or int32 array as it is (no copy:
+    it must then not change while the loader is used; :class:`EncodedText` ids are
+    read-only).
+
     Iterating over the loader yields the train batches of one epoch, from where the last
     iteration stopped (see :attr:`position`); after the last batch of an epoch,
     :attr:`epoch` goes up by one and :attr:`position` back to 0. Reset the hidden state
@@ -279,7 +526,7 @@ class CharBatches:
     """
 
     def __init__(self, ids: Union[np.ndarray, Iterable[int]], batch_size: int, seq_length: int,
-                 val_fraction: float = 0.05, test_fraction: float = 0.0) -> None:
+                 val_fraction: float = 0.05, test_fraction: float = 0.0, *, copy: bool = True) -> None:
         a = np.asarray(ids)
         if not (a.dtype.kind in "ui" or a.size == 0):
             raise TypeError(f"CharBatches: ids must be a 1-D integer array, got dtype {a.dtype}")
@@ -294,9 +541,12 @@ class CharBatches:
         if float(val_fraction) + float(test_fraction) >= 1.0:
             raise ValueError(f"CharBatches: val_fraction + test_fraction must be < 1, got "
                              f"{val_fraction} + {test_fraction}")
-        if a.size and (int(a.min()) < 0 or int(a.max()) > np.iinfo(np.int32).max):
+        top = int(a.max()) if a.size else 0
+        if a.size and (int(a.min()) < 0 or top > np.iinfo(np.int32).max):
             raise ValueError("CharBatches: ids must lie in [0, 2**31 - 1]")
-        a = a.astype(np.int32)  # a private copy: later changes to `ids` do not leak in
+        usable = a.dtype in (np.uint8, np.uint16, np.int32) and a.flags.c_contiguous
+        if copy or not usable:  # a private copy: later changes to `ids` do not leak in
+            a = a.astype(_id_dtype(top + 1))
 
         self.batch_size = B = int(batch_size)
         self.seq_length = T = int(seq_length)
@@ -363,7 +613,8 @@ class CharBatches:
         if not 0 <= k < nb:
             raise IndexError(f"CharBatches: batch {k} out of range for the {split} split of {nb} batches")
         s = slice(k * self.seq_length, (k + 1) * self.seq_length)
-        return np.ascontiguousarray(self._x[split][:, s]), np.ascontiguousarray(self._y[split][:, s])
+        return (np.array(self._x[split][:, s], dtype=np.int32, order="C"),
+                np.array(self._y[split][:, s], dtype=np.int32, order="C"))
 
     def batches(self, split: str = "val") -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         """All batches of ``split`` in order, from the first; the loader's state is untouched."""
@@ -422,7 +673,7 @@ class CharBatches:
         s = slice(k0 * T, k1 * T)
         x = self._x["train"][:, s].reshape(B, k1 - k0, T).transpose(1, 0, 2)
         y = self._y["train"][:, s].reshape(B, k1 - k0, T).transpose(1, 0, 2)
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+        return np.array(x, dtype=np.int32, order="C"), np.array(y, dtype=np.int32, order="C")
 
     def reset_batch_pointer(self, split: str) -> None:
         """Restart ``split`` at its first batch (for "train": the start of the current epoch)."""

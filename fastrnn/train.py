@@ -30,7 +30,6 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import os
@@ -53,9 +52,8 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .data import CharBatches, Vocab
+from .data import CharBatches, EncodedText, Vocab
 from .rundir import RunDirectoryLock, checkpoint_entries, refuse_reuse, remove_orphaned_temporaries
-from .safeio import open_regular
 from .terminal import sanitize
 
 __all__ = [
@@ -169,23 +167,25 @@ def evaluate_text(model: Any, ids: Any, batch_size: int = 16,
         raise ValueError("evaluate_text: need at least 2 ids (one prediction)")
     if int(batch_size) < 1 or int(seq_length) < 1:
         raise ValueError("evaluate_text: batch_size and seq_length must be positive")
-    B = min(int(batch_size), max(1, P // int(seq_length)))
+    T = int(seq_length)
+    B = min(int(batch_size), max(1, P // T))
     L = -(-P // B)
-    x = np.zeros(B * L, np.int32)
-    y = np.zeros(B * L, np.int32)
-    mask = np.zeros(B * L, bool)
-    x[:P], y[:P], mask[:P] = a[:-1], a[1:], True
-    x, y, mask = x.reshape(B, L), y.reshape(B, L), mask.reshape(B, L)
     was_training = bool(getattr(model, "training", False))
     model.eval()
     total, state = 0.0, None
     try:
-        for s in range(0, L, int(seq_length)):
-            sl = slice(s, s + int(seq_length))
-            xs = np.ascontiguousarray(x[:, sl])
-            scores, state = model.forward(xs, state)
-            nll = _nll(scores, np.ascontiguousarray(y[:, sl]))
-            total += float(np.sum(nll[mask[:, sl].reshape(-1)]))
+        for s in range(0, L, T):
+            # only this chunk's (B, w) ids are copied out of `ids` (and widened to int32)
+            w = min(T, L - s)
+            x = np.zeros((B, w), np.int32)
+            y = np.zeros((B, w), np.int32)
+            mask = np.zeros((B, w), bool)
+            for b in range(B):
+                lo = b * L + s
+                n = max(0, min(w, P - lo))
+                x[b, :n], y[b, :n], mask[b, :n] = a[lo:lo + n], a[lo + 1:lo + n + 1], True
+            scores, state = model.forward(x, state)
+            total += float(np.sum(_nll(scores, y)[mask.reshape(-1)]))
     finally:
         model.train(was_training)
     return total / P, P
@@ -250,9 +250,11 @@ class Trainer:
     Args:
         model: a CharRNN (``params``/``grads``, ``loss``, ``forward``, ``train``/``eval``,
             ``rng_state``/``set_rng_state``, ``config``).
-        data: the training text (a str; split into train/val by ``val_fraction``) or a
-            ready :class:`~fastrnn.data.CharBatches` (then ``vocab`` is required).
-        vocab: the vocabulary; default ``Vocab.from_text(data)``.
+        data: the training text (a str, or an :class:`~fastrnn.data.EncodedText`, e.g.
+            ``EncodedText.from_file(path)``, which keeps a long text as compact ids only;
+            split into train/val by ``val_fraction``) or a ready
+            :class:`~fastrnn.data.CharBatches` (then ``vocab`` is required).
+        vocab: the vocabulary; default ``Vocab.from_text(data)`` (the EncodedText's own).
         batch_size, seq_length: B and T of the batches (char-rnn's -batch_size, -seq_length).
         val_fraction: share of the text held out for validation (0: no validation).
         optimizer: a name of :data:`OPTIMIZERS`; ``lr`` its learning rate;
@@ -315,15 +317,22 @@ class Trainer:
                 raise ValueError("Trainer: pass vocab= together with a CharBatches loader")
             self.loader = data
             self.data_sha256: Optional[str] = None
-        elif isinstance(data, str):
-            if not data:
-                raise ValueError("Trainer: the text is empty")
-            vocab = Vocab.from_text(data) if vocab is None else vocab
-            self.loader = CharBatches(vocab.encode(data), batch_size, seq_length,
-                                      val_fraction=val_fraction)
-            self.data_sha256 = hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
+        elif isinstance(data, (str, EncodedText)):
+            if isinstance(data, str):
+                if not data:
+                    raise ValueError("Trainer: the text is empty")
+                data = EncodedText.from_text(data, vocab)
+            elif vocab is not None and vocab != data.vocab:
+                raise ValueError(f"Trainer: the EncodedText's vocabulary ({len(data.vocab)} characters) "
+                                 f"differs from vocab ({len(vocab)} characters)")
+            vocab = data.vocab
+            # the loader's splits and streams are views of the (read-only) ids: no copy
+            self.loader = CharBatches(data.ids, batch_size, seq_length, val_fraction=val_fraction,
+                                      copy=False)
+            self.data_sha256 = data.sha256
         else:
-            raise TypeError(f"Trainer: data must be a str or a CharBatches, got {type(data).__name__}")
+            raise TypeError(f"Trainer: data must be a str, an EncodedText or a CharBatches, got "
+                            f"{type(data).__name__}")
         self.vocab = vocab
         if len(vocab) != getattr(model, "vocab_size", len(vocab)):
             raise ValueError(f"Trainer: the model has vocab_size={model.vocab_size} but the "
@@ -561,7 +570,7 @@ class Trainer:
                 self._written.add(self.best_checkpoint)
 
     @classmethod
-    def resume(cls, checkpoint: Union[str, Checkpoint], data: Optional[Union[str, CharBatches]] = None,
+    def resume(cls, checkpoint: Union[str, Checkpoint], data: Optional[Union[str, EncodedText, CharBatches]] = None,
                **overrides: Any) -> "Trainer":
         """A trainer that continues the run of ``checkpoint`` (a file, a directory: its
         latest checkpoint, or a loaded :class:`~fastrnn.checkpoint.Checkpoint`) on the
@@ -582,8 +591,7 @@ class Trainer:
 
                 data = default_corpus()
             else:
-                with open_regular(source) as f:
-                    data = f.read().decode("utf-8")
+                data = EncodedText.from_file(source, ckpt.vocab)
         fixed = ("batch_size", "seq_length", "val_fraction", "optimizer", "optimizer_kwargs",
                  "lr_decay", "lr_decay_after")
         for k in fixed:

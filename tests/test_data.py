@@ -313,3 +313,121 @@ def test_end_to_end_text():
     x, y = next(iter(ld))
     assert v.decode(x[0]) + v.decode(y[0][-1:]) == text[: 33]
     assert v.decode(y[0]) == text[1:33]
+
+
+# ---------------------------------------------------------------- compact ids, text files
+
+
+def test_id_dtype_and_compact_encode():
+    assert Vocab.from_text("ab").id_dtype == np.uint8
+    assert Vocab(chr(i) for i in range(256)).id_dtype == np.uint8
+    wide = Vocab(chr(0x100 + i) for i in range(300))
+    assert wide.id_dtype == np.uint16
+    v = Vocab.from_text(MIXED)
+    for dt in (np.uint8, np.uint16, np.int32):
+        ids = v.encode(MIXED, dtype=dt)
+        assert ids.dtype == dt and v.decode(ids) == MIXED
+    assert v.encode("x" + MIXED + "y", errors="skip", dtype=np.uint8).tolist() == v.encode(MIXED).tolist()
+    with pytest.raises(ValueError, match="uint8 cannot hold the ids of 300 characters; use uint16"):
+        wide.encode("\u0100", dtype=np.uint8)
+    with pytest.raises(TypeError, match="uint8, uint16 or int32, got int64"):
+        v.encode("a", dtype=np.int64)
+    with pytest.raises(data.UnknownCharacterError, match="'Q' .* at position 2") as e:
+        v.encode("héQx")
+    assert (e.value.char, e.value.position) == ("Q", 2)
+
+
+def write(tmp_path, content, name="t.txt"):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 18])
+def test_encoded_file_equals_encoded_text(tmp_path, chunk):
+    text = MIXED * 7 + "Ωmega" + "\U0010FFFF"
+    path = write(tmp_path, text)
+    f = data.EncodedText.from_file(path, chunk_size=chunk)
+    t = data.EncodedText.from_text(text)
+    assert f.vocab == t.vocab == Vocab.from_text(text)
+    assert f.ids.dtype == t.ids.dtype == np.uint8 and np.array_equal(f.ids, t.ids)
+    assert f.vocab.decode(f.ids) == text and f.num_chars == len(text) and f.skipped == 0
+    import hashlib
+
+    assert f.sha256 == t.sha256 == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert not f.ids.flags.writeable and f.source == str(path) and len(f) == len(text)
+    assert "".join(data.read_text_chunks(path, chunk)) == text
+
+
+def test_encoded_file_with_a_vocabulary(tmp_path):
+    v = Vocab.from_text("abc é")
+    path = write(tmp_path, "abc é" * 3 + "ab😀cQé")
+    with pytest.raises(data.UnknownCharacterError, match=r"'😀' \(U\+1F600\) at position 17") as e:
+        data.EncodedText.from_file(path, v, chunk_size=4)
+    assert (e.value.char, e.value.position) == ("😀", 17)
+    skipped = data.EncodedText.from_file(path, v, errors="skip", chunk_size=4)
+    assert v.decode(skipped.ids) == "abc é" * 3 + "abcé"
+    assert skipped.num_chars == 21 and skipped.skipped == 2
+    wide = Vocab(chr(0x100 + i) for i in range(300))
+    path = write(tmp_path, "\u0100\u0101\u012b", "w.txt")
+    assert data.EncodedText.from_file(path, wide).ids.dtype == np.uint16
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "is empty"),
+    (b"abc\x00def", r"binary file \(it contains NUL bytes\)"),
+    (b"abcd\xffef", r"not UTF-8 text \(invalid byte 0xff at offset 4\)"),
+    ("caf\xe9 ".encode("latin-1") * 3, r"invalid byte 0xe9 at offset 3\)"),
+    ("aé".encode() + b"\xc3", r"invalid byte 0xc3 at offset 3\)"),          # cut at the end
+    ("abcdefg".encode() + b"\xe2\x82" + b"x", r"invalid byte 0xe2 at offset 7\)"),
+])
+@pytest.mark.parametrize("chunk", [1, 2, 1 << 18])
+def test_text_file_errors(tmp_path, content, message, chunk):
+    path = write(tmp_path, content)
+    with pytest.raises(data.TextFileError, match=message):
+        data.EncodedText.from_file(path, chunk_size=chunk)
+    with pytest.raises(data.TextFileError, match=message):
+        "".join(data.read_text_chunks(path, chunk))
+
+
+def test_a_fifo_is_refused_at_once_never_read(tmp_path):
+    import os
+
+    from fastrnn.safeio import NotARegularFile
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer: reading it would block forever
+    with pytest.raises(NotARegularFile, match="FIFO"):
+        data.EncodedText.from_file(fifo)
+    with pytest.raises(NotARegularFile, match="FIFO"):
+        "".join(data.read_text_chunks(fifo))
+
+
+def test_encoded_text_checks():
+    v = Vocab.from_text("ab")
+    with pytest.raises(TypeError, match="1-D array of uint8"):
+        data.EncodedText(np.zeros(3, np.int32), v, 3, "")
+    with pytest.raises(ValueError, match="num_chars=2 is less than the 3 ids"):
+        data.EncodedText(np.zeros(3, np.uint8), v, 2, "")
+    with pytest.raises(ValueError, match="errors must be"):
+        data.EncodedText.from_file("x", errors="ignore")
+    with pytest.raises(ValueError, match="chunk_size"):
+        data.EncodedText.from_file("x", chunk_size=0)
+
+
+def test_loader_keeps_compact_ids_and_hands_out_int32():
+    ids = np.random.default_rng(1).integers(0, 200, 5000).astype(np.uint8)
+    ids.flags.writeable = False
+    shared = CharBatches(ids, 4, 9, copy=False)
+    own = CharBatches(ids, 4, 9)
+    assert np.shares_memory(shared._x["train"], ids) and not np.shares_memory(own._x["train"], ids)
+    assert own._x["train"].dtype == np.uint8     # int32 input is stored compactly too
+    assert CharBatches(ids.astype(np.int64), 4, 9)._x["train"].dtype == np.uint8
+    for (xa, ya), (xb, yb) in zip(shared, CharBatches(ids.astype(np.int32), 4, 9)):
+        assert xa.dtype == ya.dtype == np.int32
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    x, y = shared.next_batches(3)
+    assert x.dtype == np.int32 and x.shape == (3, 4, 9) and x.flags.c_contiguous
+    # int64 (or strided) ids cannot be used as they are: converted even with copy=False
+    assert not np.shares_memory(CharBatches(ids.astype(np.int64), 4, 9, copy=False)._x["train"], ids)

@@ -322,6 +322,23 @@ def test_failed_checkpoint_write_stops_and_keeps_the_previous_one(tmp_path, monk
     assert t.best_checkpoint == only
 
 
+def test_an_encoded_text_file_trains_as_its_text(tmp_path):
+    from fastrnn.data import EncodedText
+
+    f = tmp_path / "input.txt"
+    f.write_text(TEXT, encoding="utf-8")
+    enc = EncodedText.from_file(f)
+    a = make_trainer(None, max_iters=6)
+    model = CharRNN(len(VOCAB), hidden_size=12, num_layers=2, dropout=0.25, seed=3)
+    b = Trainer(model, enc, batch_size=3, seq_length=10, eval_every=4, progress="none", lr=5e-3,
+                max_iters=6)
+    assert a.train()["train_loss"] == b.train()["train_loss"] and params_equal(a, b)
+    assert b.data_sha256 == a.data_sha256 and b.vocab == VOCAB
+    assert np.shares_memory(b.loader._x["train"], enc.ids)  # the loader's streams are views
+    with pytest.raises(ValueError, match="vocabulary .* differs"):
+        Trainer(model, enc, Vocab.from_text(TEXT + "Z"))
+
+
 def test_resume_reads_the_saved_text_file(tmp_path):
     f = tmp_path / "input.txt"
     f.write_text(TEXT, encoding="utf-8")
