@@ -550,16 +550,21 @@ def build_parser() -> argparse.ArgumentParser:
     # -- eval
     e = sub.add_parser("eval", help="loss and bits per character of a checkpoint on a text",
                        description="Mean cross-entropy (nats) and bits per character of the "
-                                   "model on TEXTFILE, predicting every character from the "
-                                   "ones before it.")
+                                   "model on TEXTFILE, predicting every character after the "
+                                   "first from all the ones before it: the text is one stream, "
+                                   "the state starts at zero at its first character and is "
+                                   "carried to the last. The result is that of running the "
+                                   "whole text as one sequence (up to float rounding) and does "
+                                   "not depend on --seq or --batch.")
     e.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint file or --out directory")
     e.add_argument("textfile", metavar="TEXTFILE", help="UTF-8 text")
     e.add_argument("--unknown", choices=("skip", "error"), default="error",
                    help="characters outside the vocabulary: error (default) or skip them")
-    e.add_argument("--batch", type=_positive_int, default=16,
-                   help="the text is cut into this many streams run in parallel (default 16; at most one "
-                        "per --seq characters)")
-    e.add_argument("--seq", type=_positive_int, default=256, help="timesteps per kernel call")
+    e.add_argument("--batch", type=_positive_int, default=None,
+                   help="accepted for older command lines; no effect (the text is one stream)")
+    e.add_argument("--seq", type=_positive_int, default=256,
+                   help="timesteps per kernel call (default 256): bounds the memory per call, "
+                        "not the result")
     e.add_argument("--threads", type=_positive_int, help="kernel threads")
     e.add_argument("--json", action="store_true", help="print one JSON object with loss and bpc")
     e.set_defaults(run=_cmd_eval)

@@ -148,44 +148,40 @@ def evaluate_loss(model: Any, batches: Any) -> float:
     return total / count
 
 
-def evaluate_text(model: Any, ids: Any, batch_size: int = 16,
+def evaluate_text(model: Any, ids: Any, batch_size: Optional[int] = None,
                   seq_length: int = 256) -> Tuple[float, int]:
     """Mean cross-entropy (nats per character) of predicting every id of ``ids`` (1-D,
-    e.g. ``vocab.encode(text)``) from the ones before it; returns ``(loss, count)`` with
-    count = ``len(ids) - 1`` predictions.
+    any integer type, e.g. ``vocab.encode(text)``) from all the ones before it; returns
+    ``(loss, count)`` with count = ``len(ids) - 1`` predictions.
 
-    The text is cut into ``batch_size`` contiguous streams run side by side (each starts
-    from a zero state; ``batch_size=1`` is one stream through the whole text), in chunks of
-    ``seq_length`` steps with the state carried, in eval mode. Streams are capped at one
-    per ``seq_length`` predictions: more, shorter streams would each start from a zero
-    state so often that the loss measured the warm-up rather than the model."""
+    The text is one stream: the model starts from a zero state at the first id and
+    carries its state to the last, in eval mode, so every id after the first is predicted
+    exactly once with the whole text before it as history. The result is that of running
+    the whole text as one sequence, ``model.loss(ids[None, :-1], ids[None, 1:])`` (up to
+    the rounding of its sums): it does not depend on ``seq_length``, the number of steps
+    per kernel call, which only bounds the memory per call (one (1, seq_length, V) block
+    of scores). ``batch_size`` is accepted for compatibility and has no effect: cutting
+    the text into streams that start from a zero state would change the result with
+    their number. Only the ids of the current call are copied (and widened by the model).
+    """
     a = np.asarray(ids)
     if a.ndim != 1 or a.dtype.kind not in "ui":
         raise TypeError(f"evaluate_text: ids must be a 1-D integer array, got {a.dtype} {a.shape}")
     P = a.size - 1
     if P < 1:
         raise ValueError("evaluate_text: need at least 2 ids (one prediction)")
-    if int(batch_size) < 1 or int(seq_length) < 1:
-        raise ValueError("evaluate_text: batch_size and seq_length must be positive")
+    for name, v in (("batch_size", 1 if batch_size is None else batch_size), ("seq_length", seq_length)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"evaluate_text: {name} must be a positive integer, got {v!r}")
     T = int(seq_length)
-    B = min(int(batch_size), max(1, P // T))
-    L = -(-P // B)
     was_training = bool(getattr(model, "training", False))
     model.eval()
     total, state = 0.0, None
     try:
-        for s in range(0, L, T):
-            # only this chunk's (B, w) ids are copied out of `ids` (and widened to int32)
-            w = min(T, L - s)
-            x = np.zeros((B, w), np.int32)
-            y = np.zeros((B, w), np.int32)
-            mask = np.zeros((B, w), bool)
-            for b in range(B):
-                lo = b * L + s
-                n = max(0, min(w, P - lo))
-                x[b, :n], y[b, :n], mask[b, :n] = a[lo:lo + n], a[lo + 1:lo + n + 1], True
-            scores, state = model.forward(x, state)
-            total += float(np.sum(_nll(scores, y)[mask.reshape(-1)]))
+        for s in range(0, P, T):
+            e = min(s + T, P)
+            scores, state = model.forward(a[None, s:e], state)  # views of the ids: (1, e - s)
+            total += float(np.sum(_nll(scores, a[None, s + 1:e + 1])))
     finally:
         model.train(was_training)
     return total / P, P
