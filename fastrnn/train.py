@@ -195,7 +195,11 @@ def _fmt_time(seconds: float) -> str:
 
 
 class _Progress:
-    """A tqdm bar (mode "bar") or plain log lines ("log"), or nothing ("none")."""
+    """A tqdm bar (mode "bar") or plain log lines ("log"), or nothing ("none").
+
+    The status shown is ``text`` of the last :meth:`update`, then the best validation
+    loss (kept up to date by :meth:`set_best`, also after the last update), then ``eta``.
+    """
 
     def __init__(self, mode: str, total: Optional[int], initial: int, file: TextIO,
                  print_every: Optional[int]) -> None:
@@ -204,6 +208,9 @@ class _Progress:
         self.print_every = print_every
         self._last_print = time.perf_counter()
         self._first = True
+        self._text = ""
+        self._eta = ""
+        self._best = ""
         self.bar = None
         if mode == "bar":
             from tqdm.auto import tqdm
@@ -211,7 +218,21 @@ class _Progress:
             self.bar = tqdm(total=total, initial=initial, unit="it", file=file,
                             dynamic_ncols=True, smoothing=0.1, leave=True)
 
-    def update(self, iteration: int, text: str) -> None:
+    def _status(self) -> str:
+        return ", ".join(part for part in (self._text, self._best, self._eta) if part)
+
+    def set_best(self, best_val_loss: float) -> None:
+        """The best validation loss (nats; inf: none yet) to show from now on; the bar
+        shows it at once."""
+        self._best = f"best val {best_val_loss / LN2:.3f} bpc" if math.isfinite(best_val_loss) else ""
+        if self.bar is not None and self._text:
+            self.bar.set_postfix_str(self._status(), refresh=False)
+
+    def update(self, iteration: int, text: str, eta: str = "") -> None:
+        """Iteration ``iteration`` is done: ``text`` (loss, speed) and ``eta`` (time left,
+        or "") are the new status; the bar moves, and a log line is printed when due."""
+        self._text, self._eta = text, eta
+        text = self._status()
         if self.mode == "bar":
             self.bar.update(1)
             self.bar.set_postfix_str(text, refresh=False)
@@ -708,6 +729,7 @@ class Trainer:
             self.val_history.append((self.iteration, self.val_loss))
         path = self.save(tag)
         self._checked_at = self.iteration
+        progress.set_best(self.best_val_loss)
         parts = []
         if self.has_val:
             parts.append(f"val loss {self.val_loss:.4f} ({self.val_loss / LN2:.3f} bpc)")
@@ -743,6 +765,7 @@ class Trainer:
         if total is None and self.max_epochs is not None:
             total = int(math.ceil(self.max_epochs * len(self.loader)))
         progress = _Progress(mode, total, self.iteration, file, self.print_every)
+        progress.set_best(self.best_val_loss)  # e.g. of the run being resumed
         self._interrupted = False
         self._train_time = 0.0
         self._trained_chars = 0
@@ -811,12 +834,10 @@ class Trainer:
                     self.elapsed_total = elapsed_before + time.perf_counter() - start
                     cps = self._trained_chars / self._train_time if self._train_time > 0 else 0.0
                     text = f"loss {smooth:.3f} ({smooth / LN2:.2f} bpc), {cps:,.0f} chars/s"
-                    if math.isfinite(self.best_val_loss):
-                        text += f", best val {self.best_val_loss / LN2:.3f} bpc"
                     eta = self._eta(start)
-                    if eta is not None and (mode != "bar" or total is None):
-                        text += f", {_fmt_time(eta)} left"
-                    progress.update(self.iteration, text)
+                    shown_eta = eta is not None and (mode != "bar" or total is None)  # a bar has its own
+                    left = f"{_fmt_time(eta)} left" if shown_eta else ""
+                    progress.update(self.iteration, text, left)
                     if self.eval_every and self.iteration % self.eval_every == 0:
                         phase = "eval"
                         self._eval_and_save(progress)
