@@ -175,6 +175,16 @@ def read_text_ids(path: str, vocab: Any = None, errors: str = "strict") -> Any:
         raise CliError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
+def _too_short(e: Any, shown: str, resuming: bool) -> CliError:
+    """fastrnn.data.TextTooShortError worded with the command line's flags."""
+    part = {"train": "training", "val": "validation"}.get(e.split, e.split)
+    remedy = ("resume with the text the run was trained on" if resuming else
+              "use a smaller --batch or --seq, a longer text, or another --val-fraction")
+    return CliError(f"{shown} is too short: its {part} part (--val-fraction {e.val_fraction:g}) has "
+                    f"{e.size:,} of its {e.num_ids:,} characters, but --batch {e.batch_size} x --seq "
+                    f"{e.seq_length} needs at least {e.needed:,}; {remedy}")
+
+
 def _set_threads(threads: Optional[int]) -> None:
     if threads is None:
         return
@@ -256,7 +266,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .checkpoint import open_checkpoint
-    from .data import EncodedText, UnknownCharacterError, default_corpus
+    from .data import EncodedText, TextTooShortError, UnknownCharacterError, default_corpus
     from .models import CharRNN
     from .rundir import check_writable, refuse_reuse
     from .train import DEFAULT_CORPUS_SOURCE, STOP_CRITERIA, Trainer, TrainingDiverged
@@ -300,14 +310,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         textfile = args.textfile
         if textfile is None:
             textfile = saved["train"].get("data_source")
+        on_default = textfile in (None, DEFAULT_CORPUS_SOURCE)
+        shown = "the default corpus" if on_default else textfile
         try:
-            if textfile in (None, DEFAULT_CORPUS_SOURCE):
-                data = EncodedText.from_text(default_corpus(), ckpt.vocab)
-            else:
-                data = read_text_ids(textfile, ckpt.vocab)
+            data = (EncodedText.from_text(default_corpus(), ckpt.vocab) if on_default
+                    else read_text_ids(textfile, ckpt.vocab))
         except UnknownCharacterError as e:
-            shown_file = "the default corpus" if textfile in (None, DEFAULT_CORPUS_SOURCE) else textfile
-            raise CliError(f"{shown_file}: character {e.char!r} (U+{ord(e.char):04X}) at position "
+            raise CliError(f"{shown}: character {e.char!r} (U+{ord(e.char):04X}) at position "
                            f"{e.position} is not in the vocabulary of {path}: resume with the text "
                            f"it was trained on") from None
         out_dir = args.out if args.out is not None else os.path.dirname(os.path.abspath(path))
@@ -315,8 +324,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             stops = dict(max_epochs=DEFAULT_MAX_EPOCHS)  # a run saved without its stop criteria
         else:  # the run's own stop criteria, unless given again
             stops = dict(max_iters=args.max_iters, max_epochs=args.max_epochs, max_seconds=args.max_seconds)
-        trainer = Trainer.resume(ckpt, data, out_dir=out_dir, lr=args.lr, clip=args.clip,
-                                 eval_every=args.eval_every, **{**common, **stops})
+        try:
+            trainer = Trainer.resume(ckpt, data, out_dir=out_dir, lr=args.lr, clip=args.clip,
+                                     eval_every=args.eval_every, **{**common, **stops})
+        except TextTooShortError as e:
+            raise _too_short(e, shown, resuming=True) from None
         check_writable(out_dir)
         _say(f"resuming {path} at iteration {trainer.iteration} (epoch {trainer.epoch:.2f})")
     else:
@@ -338,12 +350,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         cell=opts["model"], dropout=opts["dropout"],
                         embedding_dim=_embedding_dim(opts["embedding"]), dtype=np.dtype(opts["dtype"]).type,
                         seed=opts["seed"])
-        trainer = Trainer(
-            model, data, vocab, batch_size=opts["batch"], seq_length=opts["seq"],
-            val_fraction=opts["val_fraction"], optimizer=opts["optimizer"], lr=lr,
-            clip=opts["clip"], lr_decay=opts["lr_decay"], lr_decay_after=opts["lr_decay_after"],
-            eval_every=opts["eval_every"], out_dir=out, overwrite=args.overwrite,
-            seed=opts["seed"], data_source=source, **common)
+        try:
+            trainer = Trainer(
+                model, data, vocab, batch_size=opts["batch"], seq_length=opts["seq"],
+                val_fraction=opts["val_fraction"], optimizer=opts["optimizer"], lr=lr,
+                clip=opts["clip"], lr_decay=opts["lr_decay"], lr_decay_after=opts["lr_decay_after"],
+                eval_every=opts["eval_every"], out_dir=out, overwrite=args.overwrite,
+                seed=opts["seed"], data_source=source, **common)
+        except TextTooShortError as e:
+            raise _too_short(e, shown, resuming=False) from None
         if not args.overwrite:
             refuse_reuse(out)
         check_writable(out)

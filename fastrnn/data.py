@@ -50,6 +50,7 @@ __all__ = [
     "EncodedText",
     "CharBatches",
     "TextFileError",
+    "TextTooShortError",
     "UnknownCharacterError",
     "read_text_chunks",
     "default_corpus",
@@ -85,6 +86,30 @@ class UnknownCharacterError(ValueError):
         super().__init__(message)
         self.char = char
         self.position = position
+
+
+class TextTooShortError(ValueError):
+    """A split of the text holds too few ids for one batch. The attributes say what
+    was asked, so that a caller (the command line) can word it in its own terms.
+
+    Attributes:
+        split: "train", "val" or "test".
+        size: ids in that split; num_ids: ids in the whole text.
+        batch_size, seq_length: B and T; needed: B * T + 1, the fewest ids a split needs.
+        val_fraction, test_fraction: the shares of the validation and test splits.
+    """
+
+    def __init__(self, message: str, *, split: str, size: int, num_ids: int, batch_size: int,
+                 seq_length: int, val_fraction: float, test_fraction: float) -> None:
+        super().__init__(message)
+        self.split = split
+        self.size = size
+        self.num_ids = num_ids
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.needed = batch_size * seq_length + 1
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
 
 
 class TextFileError(ValueError):
@@ -569,11 +594,13 @@ class CharBatches:
             size = hi - lo
             nb = (size - 1) // (B * T) if size > 0 else 0
             if wanted[split] and nb < 1:
-                raise ValueError(
+                raise TextTooShortError(
                     f"CharBatches: text too short: the {split} split has {size} ids (of {n} in "
                     f"all, val_fraction={self.val_fraction}, test_fraction={self.test_fraction}) "
                     f"but batch_size={B} x seq_length={T} needs at least {B * T + 1}; use "
-                    f"smaller batch_size/seq_length, more text, or a different split")
+                    f"smaller batch_size/seq_length, more text, or a different split",
+                    split=split, size=size, num_ids=n, batch_size=B, seq_length=T,
+                    val_fraction=self.val_fraction, test_fraction=self.test_fraction)
             L = nb * T  # length of each row's stream
             part = a[lo:hi]
             self._x[split] = part[:B * L].reshape(B, L)

@@ -431,3 +431,11 @@ def test_loader_keeps_compact_ids_and_hands_out_int32():
     assert x.dtype == np.int32 and x.shape == (3, 4, 9) and x.flags.c_contiguous
     # int64 (or strided) ids cannot be used as they are: converted even with copy=False
     assert not np.shares_memory(CharBatches(ids.astype(np.int64), 4, 9, copy=False)._x["train"], ids)
+
+
+def test_too_short_error_carries_the_sizes():
+    with pytest.raises(data.TextTooShortError) as e:
+        CharBatches(np.zeros(400, np.uint8), 4, 10, val_fraction=0.05)
+    err = e.value
+    assert (err.split, err.size, err.num_ids, err.batch_size, err.seq_length, err.needed) == ("val", 20, 400, 4, 10, 41)
+    assert (err.val_fraction, err.test_fraction) == (0.05, 0.0) and isinstance(err, ValueError)
