@@ -1,10 +1,11 @@
 """Peak memory of `fastrnn train` and `fastrnn eval` on a large text, relative to its size.
 
-Writes a text of SIZE MB (random words; ``--unicode`` adds a character outside Latin-1 to
-every line, which makes a Python ``str`` of it take 4 bytes per character), trains a tiny
-model on it for two iterations, evaluates it, and prints for each command the peak
-resident set size (``ru_maxrss`` of the child process) minus that of a child that only
-imports fastrnn and builds (or loads) the same model, divided by the text's size in bytes.
+Writes a text of SIZE MB (random words; ``--unicode`` adds U+2603, a character outside
+Latin-1, to every line, which makes a Python ``str`` of it take 2 bytes per character),
+trains a tiny model on it for two iterations, evaluates it, and prints for each command
+the peak resident set size (``ru_maxrss`` of the child process) minus that of a child
+that only imports fastrnn and builds (or loads) the same model, divided by the text's
+size in bytes.
 
     python bench/text_memory.py --size 100             # about 100 MB of ASCII text
     python bench/text_memory.py --size 100 --unicode
