@@ -49,6 +49,7 @@ import math
 import os
 import struct
 import tempfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -103,7 +104,9 @@ _EXPANSION_SLACK = 1 << 20
 _MAX_NPY_HEADER = 1 << 16  # bytes of one member's .npy header
 _MAX_NDIM = 32
 _READ_CHUNK = 1 << 20
-_READ_ATTEMPTS = 20  # open_checkpoint: choices made again when a writer deletes the chosen file
+# open_checkpoint: how long it makes its choice again while a writer deletes the chosen file
+# (a run that saves every iteration can prune a reader's choice many times in a row)
+_READ_RETRY_SECONDS = 30.0
 
 
 class CheckpointError(ValueError):
@@ -641,17 +644,15 @@ def open_checkpoint(path: str, which: str = "best") -> Checkpoint:
     path = os.fspath(path)
     if not os.path.isdir(path):
         return load_checkpoint(path)
-    error: Optional[CheckpointError] = None
-    for _ in range(_READ_ATTEMPTS):
+    give_up = time.monotonic() + _READ_RETRY_SECONDS
+    while True:
         choice = resolve_checkpoint(path, which)
         try:
             return load_checkpoint(choice)
-        except CheckpointError as e:
-            if os.path.lexists(choice):
+        except CheckpointError:
+            if os.path.lexists(choice) or time.monotonic() > give_up:
                 raise
-            error = e  # deleted meanwhile: choose again
-    assert error is not None
-    raise error
+            # deleted meanwhile: choose again
 
 
 def load_model(path: str) -> Tuple[Any, Vocab, Checkpoint]:
