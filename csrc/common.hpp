@@ -190,17 +190,19 @@ TeamBarrier*& current_barrier();  // this thread's team, or nullptr outside run_
 // that ends a time step and return early when it is set: the caller then discards the
 // call's results. Work that must not stop halfway runs under a NoStop.
 const std::atomic<bool>*& thread_stop_flag();  // nullptr: this thread's calls run to the end
-inline bool team_stopped() {
-    if (const TeamBarrier* b = current_barrier()) return b->stopped();
+inline bool thread_stop_set() {  // outside a team, where the calling thread is alone
     const std::atomic<bool>* flag = thread_stop_flag();
     return flag != nullptr && flag->load(std::memory_order_relaxed);
+}
+inline bool team_stopped() {
+    const TeamBarrier* b = current_barrier();
+    return b != nullptr ? b->stopped() : thread_stop_set();
 }
 // The flag as it is now, for a member's work between two barriers, which it may cut short
 // on its own (the next barrier's team_stopped() then tells every member).
 inline bool stop_pending() {
-    if (const TeamBarrier* b = current_barrier()) return b->stop_pending();
-    const std::atomic<bool>* flag = thread_stop_flag();
-    return flag != nullptr && flag->load(std::memory_order_relaxed);
+    const TeamBarrier* b = current_barrier();
+    return b != nullptr ? b->stop_pending() : thread_stop_set();
 }
 class NoStop {
    public:

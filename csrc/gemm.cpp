@@ -68,12 +68,12 @@ void gemm(idx M, idx N, idx K, MatRef<T> A, MatRef<T> B, bool accumulate, T* C, 
     if (s.i0 < s.i1 && K > 0) {
         T* packed = thread_buffer<T>(0, KC * PANELS_PER_PACK * nr);
         T* a_tiles = thread_buffer<T>(1, round_up(MC, isa.mr) * KC);
-        // A Ctrl-C cuts a long product short; its caller discards the result.
         for (idx p0 = s.j0; p0 < s.j1; p0 += PANELS_PER_PACK) {
             const idx p1 = std::min(s.j1, p0 + PANELS_PER_PACK);
             for (idx k0 = 0; k0 < K; k0 += KC) {
                 const idx kc = std::min(KC, K - k0);
                 isa.pack(B, N, k0, kc, p0, p1, packed);
+                // A Ctrl-C cuts a long product short; its caller discards the result.
                 for (idx i0 = s.i0; i0 < s.i1 && !stop_pending(); i0 += MC) {
                     const idx i1 = std::min(s.i1, i0 + MC);
                     isa.compute(A, i0, i1, k0, kc, packed, nr, kc * nr, p0, p1, N, accumulate || k0 > 0,
