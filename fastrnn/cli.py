@@ -134,28 +134,31 @@ def _decay(text: str) -> float:
 # ---------------------------------------------------------------- helpers
 
 
-def _check_text_file(path: str) -> None:
-    """CliError (one line, naming the file) if ``path`` is missing or a directory."""
+def _read_text_file(path: str, read: Any) -> Any:
+    """``read(path)``, with CliError (one line, naming the file) if the file is missing, a
+    directory, not a regular file, empty, binary or not UTF-8, or cannot be read."""
+    from .data import TextFileError
+    from .safeio import NotARegularFile
+
     if not os.path.exists(path):
         raise CliError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CliError(f"{path} is a directory, not a text file")
+    try:
+        return read(path)
+    except (TextFileError, NotARegularFile) as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
 def read_text(path: str) -> str:
     """The UTF-8 text of a file; CliError (one line, naming the file) if it is missing,
     not a regular file (a directory, FIFO or device: never blocks), empty, binary (NUL
     bytes) or not UTF-8."""
-    from .data import TextFileError, read_text_chunks
-    from .safeio import NotARegularFile
+    from .data import read_text_chunks
 
-    _check_text_file(path)
-    try:
-        return "".join(read_text_chunks(path))
-    except (TextFileError, NotARegularFile) as e:
-        raise CliError(str(e)) from None
-    except OSError as e:
-        raise CliError(f"{path}: cannot read: {e.strerror or e}") from None
+    return _read_text_file(path, lambda p: "".join(read_text_chunks(p)))
 
 
 def read_text_ids(path: str, vocab: Any = None, errors: str = "strict") -> Any:
@@ -163,16 +166,9 @@ def read_text_ids(path: str, vocab: Any = None, errors: str = "strict") -> Any:
     held whole as a str), with ``vocab`` (default: the file's own characters); CliError
     as :func:`read_text`. With ``vocab`` and ``errors="strict"``, a character outside it
     raises :class:`fastrnn.data.UnknownCharacterError` for the caller to word."""
-    from .data import EncodedText, TextFileError
-    from .safeio import NotARegularFile
+    from .data import EncodedText
 
-    _check_text_file(path)
-    try:
-        return EncodedText.from_file(path, vocab, errors=errors)
-    except (TextFileError, NotARegularFile) as e:
-        raise CliError(str(e)) from None
-    except OSError as e:
-        raise CliError(f"{path}: cannot read: {e.strerror or e}") from None
+    return _read_text_file(path, lambda p: EncodedText.from_file(p, vocab, errors=errors))
 
 
 def _too_short(e: Any, shown: str, resuming: bool) -> CliError:
